@@ -1,11 +1,14 @@
-// safetensors reader (engineering.md §2): single files and sharded checkpoints
+// safetensors reader and writer (engineering.md §2): single files and sharded checkpoints
 // (model.safetensors.index.json). Memory-mapped; header JSON, dtypes, shapes and data offsets validated
-// (no overlap, within the buffer, size = numel * itemsize). No LibTorch.
+// (no overlap, within the buffer, size = numel * itemsize, no duplicate names). Tensor data may be
+// unaligned: consumers memcpy. No LibTorch. Tests: tests/unit/io/safetensors_test.cpp.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "foresightkv/core/file.h"
@@ -15,18 +18,21 @@ namespace fkv::io {
 enum class StDtype { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, U16, U32, U64, F8_E4M3, F8_E5M2 };
 const char* st_dtype_name(StDtype d);
 size_t st_dtype_size(StDtype d);
+/// The dtype named `name` in a safetensors header ("F32", "BF16", ...); nullopt when unknown.
+std::optional<StDtype> st_dtype_from_name(std::string_view name);
 
 struct StTensor {
   std::string name;
-  StDtype dtype;
+  StDtype dtype = StDtype::F32;
   std::vector<int64_t> shape;
-  const uint8_t* data;  // into the mapped file; may be unaligned
-  size_t nbytes;
+  const uint8_t* data = nullptr;  // into the mapped file; may be unaligned
+  size_t nbytes = 0;
   int64_t numel() const;
 };
 
 class SafetensorsFile {
  public:
+  /// Maps and validates `path`; throws FormatError naming the file and the offending entry.
   explicit SafetensorsFile(const std::string& path);
   const std::string& path() const { return file_.path(); }
   const std::map<std::string, StTensor>& tensors() const { return tensors_; }

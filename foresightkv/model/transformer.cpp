@@ -1,0 +1,212 @@
+// Transformer forward on CPU in fp32 activations: embeddings -> [RMSNorm -> Q/K/V (+bias) -> q/k
+// norm (qwen3) -> RoPE (HF half-split) -> append to cache -> attention over live entries -> O]
+// -> [RMSNorm -> SwiGLU MLP] x n_layer -> final norm -> LM head. Matrices go through ops::matmul
+// (file-format weights, on-the-fly dequantization). Attention: the decode kernel for short chunks,
+// an ATen (GEMM + masked softmax) path for long chunks and whenever a tap asks for probabilities.
+// Oracle: HF transformers bundles (tests/golden) and golden::ReferenceModel (masked keys).
+#include "foresightkv/model/transformer.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/ostream.h>
+
+#include "foresightkv/core/error.h"
+#include "foresightkv/ops/attention.h"
+
+namespace fkv::model {
+namespace {
+
+// Chunks of at most this many tokens use the decode kernel; longer ones the GEMM path.
+constexpr int64_t kDecodeKernelMaxTokens = 4;
+
+/// y[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w, rows of n (fp32; the sum in double).
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+    for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * scale);
+  }
+}
+
+void add_bias(float* y, const at::Tensor& b, int64_t rows, int64_t n) {
+  if (!b.defined()) return;
+  const float* bp = b.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) y[r * n + i] += bp[i];
+}
+
+/// HF rotate_half RoPE in place on x [N, H, D] with per-token cos/sin [N, D/2].
+void apply_rope(float* x, const float* cs, const float* sn, int64_t N, int64_t H, int64_t D) {
+  const int64_t half = D / 2;
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      float* v = x + (t * H + h) * D;
+      const float* c = cs + t * half;
+      const float* s = sn + t * half;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+}
+
+}  // namespace
+
+Transformer::Transformer(std::shared_ptr<const Weights> w) : weights_(std::move(w)) {
+  std::vector<float> f = io::rope_inv_freq(weights_->config);
+  inv_freq_ = at::from_blob(f.data(), {static_cast<int64_t>(f.size())}, at::kFloat).clone();
+}
+
+std::unique_ptr<Transformer> Transformer::load(const std::string& path, const LoadOptions& opt) {
+  return std::make_unique<Transformer>(load_weights(path, opt));
+}
+
+cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity) const {
+  const auto& c = config();
+  cache::KvCacheOptions o;
+  o.n_seq = n_seq;
+  o.n_layer = c.n_layer;
+  o.n_head_kv = c.n_head_kv;
+  o.head_dim = c.head_dim;
+  o.capacity = capacity;
+  return cache::KvCache(o);
+}
+
+at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_in, cache::KvCache& cache,
+                                Logits logits_mode, ForwardTaps* taps) const {
+  const auto& c = config();
+  const auto& W = *weights_;
+  FKV_CHECK_ARG(ids_in.dim() == 2 && pos_in.sizes() == ids_in.sizes(),
+                "forward: expected ids and pos of shape [n_seq, T], got ids {} pos {}", fmt::streamed(ids_in.sizes()),
+                fmt::streamed(pos_in.sizes()));
+  const at::Tensor ids = ids_in.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor pos = pos_in.to(at::kCPU, at::kLong).contiguous();
+  const int64_t n_seq = ids.size(0), T = ids.size(1), N = n_seq * T;
+  FKV_CHECK_ARG(T > 0, "forward: empty chunk");
+  FKV_CHECK_ARG(cache.n_seq() == n_seq && cache.n_layer() == c.n_layer && cache.n_head_kv() == c.n_head_kv &&
+                    cache.head_dim() == c.head_dim,
+                "forward: cache shaped (n_seq {}, layers {}, kv heads {}, head_dim {}) does not fit this model/batch "
+                "(n_seq {}, layers {}, kv heads {}, head_dim {}); create it with Transformer::make_cache",
+                cache.n_seq(), cache.n_layer(), cache.n_head_kv(), cache.head_dim(), n_seq, c.n_layer, c.n_head_kv,
+                c.head_dim);
+  FKV_CHECK_ARG(cache.options().device.is_cpu() && cache.options().dtype == at::kFloat,
+                "forward: the CPU runtime needs an fp32 CPU cache");
+  const int64_t* idp = ids.data_ptr<int64_t>();
+  const int64_t* posp = pos.data_ptr<int64_t>();
+  for (int64_t i = 0; i < N; ++i) {
+    FKV_CHECK_ARG(idp[i] >= 0 && idp[i] < c.n_vocab, "forward: token id {} at index {} is outside the vocabulary [0, {})",
+                  idp[i], i, c.n_vocab);
+    FKV_CHECK_ARG(posp[i] >= 0, "forward: negative position {} at index {}", posp[i], i);
+  }
+
+  const int64_t H = c.hidden, Hq = c.n_head_q, Hkv = c.n_head_kv, D = c.head_dim, F = c.ffn_hidden;
+  const int64_t G = Hq / Hkv, half = D / 2;
+  const float eps = static_cast<float>(c.rms_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+
+  at::Tensor x = at::empty({N, H}, f32);
+  float* xp = x.data_ptr<float>();
+  for (int64_t i = 0; i < N; ++i) ops::dequantize_row(W.tok_embd.view, idp[i], xp + i * H);
+
+  // cos/sin per token, fp32 as HF: freqs = pos * inv_freq, cos/sin of the fp32 angle.
+  at::Tensor cos_t = at::empty({N, half}, f32), sin_t = at::empty({N, half}, f32);
+  {
+    const float* inv = inv_freq_.data_ptr<float>();
+    float* cp = cos_t.data_ptr<float>();
+    float* sp = sin_t.data_ptr<float>();
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = static_cast<float>(posp[i]) * inv[j];
+        cp[i * half + j] = std::cos(a);
+        sp[i * half + j] = std::sin(a);
+      }
+  }
+
+  at::Tensor xn = at::empty({N, H}, f32), tmp = at::empty({N, H}, f32);
+  at::Tensor q = at::empty({N, Hq * D}, f32), k = at::empty({N, Hkv * D}, f32), v = at::empty({N, Hkv * D}, f32);
+  at::Tensor att = at::empty({N, Hq * D}, f32);
+  at::Tensor gate = at::empty({N, F}, f32), up = at::empty({N, F}, f32);
+  float *xnp = xn.data_ptr<float>(), *tp = tmp.data_ptr<float>(), *qp = q.data_ptr<float>(),
+        *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>(), *ap = att.data_ptr<float>(),
+        *gp = gate.data_ptr<float>(), *upp = up.data_ptr<float>();
+
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = W.layers[l];
+    rms_norm(xp, L.attn_norm.data_ptr<float>(), xnp, N, H, eps);
+    ops::matmul(L.wq.view, xnp, N, qp);
+    ops::matmul(L.wk.view, xnp, N, kp);
+    ops::matmul(L.wv.view, xnp, N, vp);
+    add_bias(qp, L.bq, N, Hq * D);
+    add_bias(kp, L.bk, N, Hkv * D);
+    add_bias(vp, L.bv, N, Hkv * D);
+    if (c.qk_norm) {
+      rms_norm(qp, L.q_norm.data_ptr<float>(), qp, N * Hq, D, eps);
+      rms_norm(kp, L.k_norm.data_ptr<float>(), kp, N * Hkv, D, eps);
+    }
+    apply_rope(qp, cos_t.data_ptr<float>(), sin_t.data_ptr<float>(), N, Hq, D);
+    apply_rope(kp, cos_t.data_ptr<float>(), sin_t.data_ptr<float>(), N, Hkv, D);
+
+    // [n_seq, T, Hkv, D] -> [n_seq, Hkv, T, D]
+    at::Tensor k_t = k.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
+    at::Tensor v_t = v.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
+    if (taps) taps->on_qkv(l, q.view({n_seq, T, Hq, D}).permute({0, 2, 1, 3}).contiguous(), k_t, v_t);
+    cache.append(l, k_t, v_t, pos);
+
+    const bool want_probs = taps && taps->wants_attention(l);
+    if (T <= kDecodeKernelMaxTokens && !want_probs) {
+      ops::AttentionArgs a;
+      a.n_seq = n_seq; a.n_tok = T; a.n_head_q = Hq; a.n_head_kv = Hkv; a.head_dim = D;
+      a.capacity = cache.capacity(); a.scale = scale;
+      a.q = qp; a.k = cache.k(l).data_ptr<float>(); a.v = cache.v(l).data_ptr<float>();
+      a.pos = cache.pos(l).data_ptr<int64_t>(); a.len = cache.lengths(l).data_ptr<int64_t>();
+      a.qpos = posp; a.out = ap;
+      ops::attention_decode_f32(a);
+    } else {
+      const int64_t S = cache.max_length(l);
+      at::Tensor Q = q.view({n_seq, T, Hkv, G, D}).permute({0, 2, 3, 1, 4}).reshape({n_seq, Hkv, G * T, D});
+      at::Tensor K = cache.k(l).narrow(2, 0, S), V = cache.v(l).narrow(2, 0, S);
+      at::Tensor scores = at::matmul(Q, K.transpose(-1, -2)).mul_(scale);  // [n_seq, Hkv, G*T, S]
+      at::Tensor slot = at::arange(S, at::kLong);
+      at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).unsqueeze(-1);                      // [n, Hkv, S]
+      at::Tensor causal = cache.pos(l).narrow(2, 0, S).unsqueeze(2) <= pos.view({n_seq, 1, T, 1});   // [n, Hkv, T, S]
+      at::Tensor vis = (causal & valid.unsqueeze(2)).unsqueeze(2).expand({n_seq, Hkv, G, T, S}).reshape({n_seq, Hkv, G * T, S});
+      scores.masked_fill_(vis.logical_not(), -std::numeric_limits<float>::infinity());
+      at::Tensor probs = at::softmax(scores, -1);
+      probs = at::where(vis.any(-1, true), probs, at::zeros({}, f32));
+      at::Tensor o = at::matmul(probs, V);  // [n_seq, Hkv, G*T, D]
+      att.view({n_seq, T, Hkv, G, D}).copy_(o.view({n_seq, Hkv, G, T, D}).permute({0, 3, 1, 2, 4}));
+      if (want_probs) taps->on_attention(l, probs.view({n_seq, Hkv, G, T, S}).reshape({n_seq, Hq, T, S}));
+    }
+
+    ops::matmul(L.wo.view, ap, N, tp);
+    x.add_(tmp);
+    rms_norm(xp, L.ffn_norm.data_ptr<float>(), xnp, N, H, eps);
+    ops::matmul(L.w_gate.view, xnp, N, gp);
+    ops::matmul(L.w_up.view, xnp, N, upp);
+    for (int64_t i = 0; i < N * F; ++i) {
+      const float g = gp[i];
+      gp[i] = (g / (1.0f + std::exp(-g))) * upp[i];
+    }
+    ops::matmul(L.w_down.view, gp, N, tp);
+    x.add_(tmp);
+  }
+
+  if (logits_mode == Logits::None) return at::Tensor();
+  at::Tensor rows = logits_mode == Logits::All ? x : x.view({n_seq, T, H}).select(1, T - 1).contiguous();
+  const int64_t R = rows.size(0);
+  at::Tensor hn = at::empty({R, H}, f32);
+  rms_norm(rows.data_ptr<float>(), W.out_norm.data_ptr<float>(), hn.data_ptr<float>(), R, H, eps);
+  at::Tensor out = at::empty({R, c.n_vocab}, f32);
+  ops::matmul(W.output.view, hn.data_ptr<float>(), R, out.data_ptr<float>());
+  return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
+}
+
+}  // namespace fkv::model

@@ -1,0 +1,31 @@
+// `fkv-model bench`: prefill and decode throughput at several context lengths, measured on the real
+// runtime path (chunked prefill into an fp32 KV cache, then greedy token-by-token decode).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "foresightkv/core/json.h"
+#include "foresightkv/model/transformer.h"
+
+namespace fkv::runtime {
+
+struct BenchOptions {
+  std::vector<int64_t> contexts = {128, 1024, 4096};
+  int64_t decode_tokens = 32;
+  int64_t prefill_chunk = 512;
+  int64_t threads = 2;
+  uint64_t seed = 0;
+  int64_t repeats = 1;  // best of N for each measurement
+};
+
+/// Runs the benchmark and returns {"results": [{context, prefill_tokens_per_s, decode_tokens_per_s,
+/// peak_rss_bytes, ...}], "model", "dtype_path", "threads", ...}.
+json run_bench(const model::Transformer& m, const BenchOptions& opt);
+
+/// Peak resident set size of this process so far (bytes).
+int64_t peak_rss_bytes();
+/// Current resident set size (bytes).
+int64_t current_rss_bytes();
+
+}  // namespace fkv::runtime

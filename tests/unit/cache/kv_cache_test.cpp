@@ -1,0 +1,116 @@
+// KvCache: append/keep/remove/keep_mask semantics, order-preserving compaction, positions following
+// their entries, capacity errors; the fp32 fast path equals the generic ATen path (fp64 cache).
+#include <ATen/ATen.h>
+
+#include "support/catch.h"
+
+#include "foresightkv/cache/kv_cache.h"
+#include "foresightkv/core/error.h"
+
+using fkv::cache::KvCache;
+using fkv::cache::KvCacheOptions;
+
+namespace {
+
+KvCacheOptions opts(at::ScalarType dt = at::kFloat) {
+  KvCacheOptions o;
+  o.n_seq = 2;
+  o.n_layer = 2;
+  o.n_head_kv = 3;
+  o.head_dim = 4;
+  o.capacity = 10;
+  o.dtype = dt;
+  return o;
+}
+
+// Entry value encodes (seq, head, position) so survivors can be identified after compaction.
+at::Tensor make_kv(int64_t n_seq, int64_t H, int64_t T, int64_t D, int64_t pos0, double sign) {
+  at::Tensor t = at::empty({n_seq, H, T, D}, at::kDouble);
+  for (int64_t s = 0; s < n_seq; ++s)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t d = 0; d < D; ++d) t[s][h][i][d] = sign * (1000 * s + 100 * h + (pos0 + i) + 0.01 * d);
+  return t;
+}
+
+at::Tensor positions(int64_t n_seq, int64_t pos0, int64_t T) {
+  return at::arange(pos0, pos0 + T, at::kLong).view({1, T}).expand({n_seq, T}).contiguous();
+}
+
+void check_entry(const KvCache& c, int64_t layer, int64_t s, int64_t h, int64_t slot, int64_t pos) {
+  REQUIRE(c.pos(layer)[s][h][slot].item<int64_t>() == pos);
+  for (int64_t d = 0; d < c.head_dim(); ++d) {
+    REQUIRE(c.k(layer)[s][h][slot][d].item<double>() == Approx(1000 * s + 100 * h + pos + 0.01 * d).epsilon(1e-6));
+    REQUIRE(c.v(layer)[s][h][slot][d].item<double>() == Approx(-(1000 * s + 100 * h + pos + 0.01 * d)).epsilon(1e-6));
+  }
+}
+
+void run_semantics(at::ScalarType dt) {
+  KvCache c(opts(dt));
+  c.append(0, make_kv(2, 3, 6, 4, 0, 1), make_kv(2, 3, 6, 4, 0, -1), positions(2, 0, 6));
+  REQUIRE(c.length(0, 0, 0) == 6);
+  REQUIRE(c.length(1, 1, 2) == 0);  // other layer untouched
+  // Per-head independent eviction.
+  c.remove(0, 0, 1, {4, 1});
+  c.keep(1, 0, 2, {0, 5});
+  REQUIRE(c.length(0, 0, 1) == 4);
+  REQUIRE(c.length(1, 0, 2) == 2);
+  REQUIRE(c.length(0, 0, 0) == 6);
+  const int64_t kept01[] = {0, 2, 3, 5};
+  for (int64_t i = 0; i < 4; ++i) check_entry(c, 0, 0, 1, i, kept01[i]);
+  check_entry(c, 0, 1, 2, 0, 0);
+  check_entry(c, 0, 1, 2, 1, 5);
+  REQUIRE(c.pos(0)[1][2][2].item<int64_t>() == -1);
+  // Append after eviction lands behind the survivors, keeping original positions.
+  c.append(0, make_kv(2, 3, 2, 4, 6, 1), make_kv(2, 3, 2, 4, 6, -1), positions(2, 6, 2));
+  REQUIRE(c.length(0, 0, 1) == 6);
+  check_entry(c, 0, 0, 1, 4, 6);
+  check_entry(c, 0, 0, 1, 5, 7);
+  check_entry(c, 0, 1, 2, 2, 6);
+  REQUIRE(c.max_length(0) == 8);
+  // keep_mask over a whole layer.
+  at::Tensor m = at::ones({2, 3, 10}, at::kBool);
+  m[0][0][0] = false;
+  m[1][1][7] = false;
+  c.keep_mask(0, m);
+  REQUIRE(c.length(0, 0, 0) == 7);
+  check_entry(c, 0, 0, 0, 0, 1);
+  REQUIRE(c.length(1, 0, 1) == 7);
+  check_entry(c, 0, 1, 1, 6, 6);
+  // Capacity is enforced.
+  REQUIRE_THROWS_AS(c.append(0, make_kv(2, 3, 3, 4, 8, 1), make_kv(2, 3, 3, 4, 8, -1), positions(2, 8, 3)),
+                    fkv::InvalidArgument);
+  c.clear(0);
+  REQUIRE(c.length(0, 0, 1) == 0);
+  REQUIRE(c.length(1, 0, 1) == 7);
+}
+
+}  // namespace
+
+TEST_CASE("kv cache semantics, fp32 fast path", "[unit][cache]") { run_semantics(at::kFloat); }
+TEST_CASE("kv cache semantics, generic ATen path (fp64)", "[unit][cache]") { run_semantics(at::kDouble); }
+
+TEST_CASE("kv cache rejects bad requests", "[unit][cache]") {
+  KvCache c(opts());
+  c.append(1, make_kv(2, 3, 4, 4, 0, 1), make_kv(2, 3, 4, 4, 0, -1), positions(2, 0, 4));
+  REQUIRE_THROWS_AS(c.keep(0, 1, 0, {2, 1}), fkv::InvalidArgument);   // not increasing
+  REQUIRE_THROWS_AS(c.keep(0, 1, 0, {0, 4}), fkv::InvalidArgument);   // beyond length
+  REQUIRE_THROWS_AS(c.remove(0, 1, 0, {1, 1}), fkv::InvalidArgument); // duplicate
+  REQUIRE_THROWS_AS(c.remove(0, 1, 3, {0}), fkv::InvalidArgument);    // head out of range
+  REQUIRE_THROWS_AS(c.append(1, make_kv(1, 3, 1, 4, 0, 1), make_kv(1, 3, 1, 4, 0, 1), positions(1, 0, 1)),
+                    fkv::InvalidArgument);                               // wrong batch
+  REQUIRE_THROWS_AS(KvCache(KvCacheOptions{}), fkv::InvalidArgument);
+  // Memory is capacity-based and independent of how many tokens were ever appended.
+  const int64_t bytes = c.storage_bytes();
+  for (int round = 0; round < 20; ++round) {
+    c.remove(0, 1, 0, {0});
+    c.remove(1, 1, 0, {0});
+    for (int64_t s = 0; s < 2; ++s)
+      for (int64_t h = 1; h < 3; ++h) c.remove(s, 1, h, {0});
+    c.append(1, make_kv(2, 3, 1, 4, 4 + round, 1), make_kv(2, 3, 1, 4, 4 + round, -1), positions(2, 4 + round, 1));
+  }
+  REQUIRE(c.storage_bytes() == bytes);
+  REQUIRE(c.length(0, 1, 0) == 4);
+  check_entry(c, 1, 0, 0, 3, 23);
+  REQUIRE(c.live_bytes() == 2 * 3 * 4 * 2 * 4 * 4);
+}

@@ -1,0 +1,133 @@
+// Runtime forward vs HF transformers golden bundles (tests/data/tiny_models, made by
+// scripts/make_golden.py): full-sequence and chunked/incremental decoding, safetensors (fp32, fp16,
+// bf16, sharded) and GGUF (llama Q/K permutation). Tolerance 1e-4 on logits: both sides compute in
+// fp32 from identical weight values, so only summation order differs (observed ~1e-6; logits are O(1)).
+#include "support/catch.h"
+
+#include "foresightkv/core/error.h"
+#include "foresightkv/golden/reference_model.h"
+#include "support/model_fixtures.h"
+
+using namespace fkv;
+using fkv::test::Bundle;
+
+namespace {
+constexpr double kTolF32 = 1e-4;
+}
+
+TEST_CASE("tiny models: full forward matches HF transformers", "[unit][model][golden]") {
+  for (const auto& name : test::bundle_names()) {
+    INFO("bundle " << name);
+    Bundle b = test::load_bundle(name);
+    auto m = model::Transformer::load(b.dir);
+    const double d = test::max_abs_diff(test::run_chunked(*m, b.ids, 1 << 20), b.logits);
+    INFO("max |dlogit| = " << d);
+    CHECK(d <= kTolF32);
+  }
+}
+
+TEST_CASE("tiny models: chunked and token-by-token decoding match HF", "[unit][model][golden]") {
+  for (const auto& name : test::bundle_names()) {
+    Bundle b = test::load_bundle(name);
+    auto m = model::Transformer::load(b.dir);
+    for (auto [first, chunk] : std::vector<std::pair<int64_t, int64_t>>{{5, 1}, {1, 1}, {3, 7}, {11, 2}}) {
+      INFO("bundle " << name << " first " << first << " chunk " << chunk);
+      const double d = test::max_abs_diff(test::run_chunked(*m, b.ids, chunk, first), b.logits);
+      INFO("max |dlogit| = " << d);
+      CHECK(d <= kTolF32);
+    }
+  }
+}
+
+TEST_CASE("tiny llama GGUF (permuted Q/K, F32) matches the HF safetensors model", "[unit][model][golden]") {
+  Bundle b = test::load_bundle("llama_g3_tied_oldrope");
+  auto m = model::Transformer::load(b.dir + "/model.gguf");
+  CHECK(m->weights().format == "gguf");
+  const double d = test::max_abs_diff(test::run_chunked(*m, b.ids, 4), b.logits);
+  INFO("max |dlogit| = " << d);
+  CHECK(d <= kTolF32);
+}
+
+TEST_CASE("golden reference model matches HF (the oracle is validated too)", "[unit][model][golden]") {
+  for (const auto& name : test::bundle_names()) {
+    INFO("bundle " << name);
+    Bundle b = test::load_bundle(name);
+    auto ref = golden::ReferenceModel::load(b.dir);
+    const double d = test::max_abs_diff(ref.forward(at::tensor(b.ids, at::kLong)), b.logits);
+    INFO("max |dlogit| = " << d);
+    CHECK(d <= kTolF32);
+  }
+  Bundle b = test::load_bundle("llama_g3_tied_oldrope");
+  auto ref = golden::ReferenceModel::load(b.dir + "/model.gguf");
+  CHECK(test::max_abs_diff(ref.forward(at::tensor(b.ids, at::kLong)), b.logits) <= kTolF32);
+}
+
+TEST_CASE("weight formats: f32 conversion is exact, bf16 within bf16 rounding", "[unit][model]") {
+  Bundle b = test::load_bundle("qwen3_g4_hd16");
+  model::LoadOptions f32;
+  f32.weight_format = "f32";
+  auto m32 = model::Transformer::load(b.dir, f32);
+  CHECK(test::max_abs_diff(test::run_chunked(*m32, b.ids, 6), b.logits) <= kTolF32);
+  model::LoadOptions bf;
+  bf.weight_format = "bf16";
+  auto m16 = model::Transformer::load(b.dir, bf);
+  // bf16 keeps 8 mantissa bits (relative rounding error <= 2^-9 per weight). Through two random
+  // layers that compounds to a few percent of the logit range: require <= 5 % of max |logit|, and a
+  // result that differs from fp32 at all (the conversion really happened).
+  const double d = test::max_abs_diff(test::run_chunked(*m16, b.ids, 6), b.logits);
+  const double range = b.logits.abs().max().item<double>();
+  INFO("bf16 max |dlogit| = " << d << ", max |logit| = " << range);
+  CHECK(d <= 0.05 * range);
+  CHECK(d > 0);
+  model::LoadOptions bad;
+  bad.weight_format = "q3";
+  CHECK_THROWS_AS(model::Transformer::load(b.dir, bad), InvalidArgument);
+}
+
+TEST_CASE("batched forward equals per-sequence forward", "[unit][model]") {
+  Bundle b = test::load_bundle("qwen2_g2_bias");
+  auto m = model::Transformer::load(b.dir);
+  const int64_t T = static_cast<int64_t>(b.ids.size());
+  std::vector<int64_t> other(b.ids.rbegin(), b.ids.rend());
+  at::Tensor ref0 = test::run_chunked(*m, b.ids, 1 << 20), ref1 = test::run_chunked(*m, other, 1 << 20);
+  cache::KvCache kv = m->make_cache(2, T);
+  std::vector<at::Tensor> out;
+  int64_t s = 0;
+  for (int64_t n : {5L, 1L, 1L, 3L, 1L, 13L}) {
+    at::Tensor ids = at::stack({at::tensor(std::vector<int64_t>(b.ids.begin() + s, b.ids.begin() + s + n), at::kLong),
+                                at::tensor(std::vector<int64_t>(other.begin() + s, other.begin() + s + n), at::kLong)});
+    at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n}).expand({2, n}).contiguous();
+    out.push_back(m->forward(ids, pos, kv, model::Logits::All));
+    s += n;
+  }
+  REQUIRE(s == T);
+  at::Tensor all = at::cat(out, 1);
+  CHECK(test::max_abs_diff(all[0], ref0) <= 1e-5);
+  CHECK(test::max_abs_diff(all[1], ref1) <= 1e-5);
+  // Logits::Last returns the last position of each sequence.
+  cache::KvCache kv2 = m->make_cache(2, T);
+  at::Tensor ids = at::stack({at::tensor(b.ids, at::kLong), at::tensor(other, at::kLong)});
+  at::Tensor pos = at::arange(T, at::kLong).view({1, T}).expand({2, T}).contiguous();
+  at::Tensor last = m->forward(ids, pos, kv2, model::Logits::Last);
+  CHECK(test::max_abs_diff(last[0], ref0[T - 1]) <= 1e-5);
+  CHECK(test::max_abs_diff(last[1], ref1[T - 1]) <= 1e-5);
+}
+
+TEST_CASE("forward rejects bad input with clear errors", "[unit][model]") {
+  Bundle b = test::load_bundle("llama_g1");
+  auto m = model::Transformer::load(b.dir);
+  const int64_t V = m->config().n_vocab;
+  cache::KvCache kv = m->make_cache(1, 8);
+  CHECK_THROWS_AS(m->forward(at::full({1, 1}, V, at::kLong), at::zeros({1, 1}, at::kLong), kv), InvalidArgument);
+  CHECK_THROWS_AS(m->forward(at::full({1, 1}, -1, at::kLong), at::zeros({1, 1}, at::kLong), kv), InvalidArgument);
+  cache::KvCache kv2 = m->make_cache(2, 8);
+  CHECK_THROWS_AS(m->forward(at::zeros({1, 1}, at::kLong), at::zeros({1, 1}, at::kLong), kv2), InvalidArgument);
+  CHECK_THROWS_AS(m->forward(at::zeros({1, 9}, at::kLong), at::arange(9, at::kLong).view({1, 9}), kv), InvalidArgument);
+  CHECK_THROWS_AS(m->forward(at::zeros({1, 2}, at::kLong), at::zeros({1, 3}, at::kLong), kv), InvalidArgument);
+  CHECK_THROWS_AS(model::Transformer::load(test::test_data("tiny_models/does_not_exist")), InvalidArgument);
+  try {
+    m->forward(at::full({1, 1}, V + 5, at::kLong), at::zeros({1, 1}, at::kLong), kv);
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("outside the vocabulary"));
+  }
+}
