@@ -85,6 +85,7 @@ ReferenceModel ReferenceModel::load(const std::string& path, at::ScalarType dtyp
         L.bk = put(get(p + "self_attn.k_proj.bias"));
         L.bv = put(get(p + "self_attn.v_proj.bias"));
       }
+      if (c.o_bias) L.bo = put(get(p + "self_attn.o_proj.bias"));
       if (c.qk_norm) {
         L.q_norm = put(get(p + "self_attn.q_norm.weight"));
         L.k_norm = put(get(p + "self_attn.k_norm.weight"));
@@ -119,6 +120,7 @@ ReferenceModel ReferenceModel::load(const std::string& path, at::ScalarType dtyp
         L.bk = put(llama ? unpermute(bk, c.n_head_kv) : bk);
         L.bv = put(get(p + "attn_v.bias"));
       }
+      if (c.o_bias) L.bo = put(get(p + "attn_output.bias"));
       if (c.qk_norm) {
         L.q_norm = put(get(p + "attn_q_norm.weight"));
         L.k_norm = put(get(p + "attn_k_norm.weight"));
@@ -180,7 +182,7 @@ at::Tensor ReferenceModel::forward(const at::Tensor& ids_in, const at::Tensor& k
     at::Tensor p = at::softmax(scores, -1);
     p = at::where(allowed.any(-1, true), p, at::zeros({}, p.options())).to(dtype_);
     at::Tensor o = at::matmul(p, vr).transpose(0, 1).reshape({T, Hq * D});
-    x = x + at::linear(o, L.wo);
+    x = x + at::linear(o, L.wo, L.bo);
     at::Tensor hn = rms_norm(x, L.ffn_norm, c.rms_eps);
     x = x + at::linear(at::silu(at::linear(hn, L.w_gate)) * at::linear(hn, L.w_up), L.w_down);
   }

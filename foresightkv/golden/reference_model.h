@@ -28,7 +28,7 @@ class ReferenceModel {
 
  private:
   struct Layer {
-    at::Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm, ffn_norm, w_gate, w_up, w_down;
+    at::Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, q_norm, k_norm, ffn_norm, w_gate, w_up, w_down;
   };
   io::ModelConfig config_;
   at::Tensor embed_, lm_head_, norm_;

@@ -187,6 +187,7 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
     }
 
     ops::matmul(L.wo.view, ap, N, tp);
+    add_bias(tp, L.bo, N, H);
     x.add_(tmp);
     rms_norm(xp, L.ffn_norm.data_ptr<float>(), xnp, N, H, eps);
     ops::matmul(L.w_gate.view, xnp, N, gp);

@@ -144,6 +144,7 @@ std::shared_ptr<Weights> load_gguf(const std::string& path) {
         L.bk = L.bk.view({c.n_head_kv, D / 2, 2}).transpose(1, 2).reshape({-1}).contiguous();
       }
     }
+    if (c.o_bias) L.bo = src.vec(p + "attn_output.bias", c.hidden);
     if (c.qk_norm) {
       L.q_norm = src.vec(p + "attn_q_norm.weight", D);
       L.k_norm = src.vec(p + "attn_k_norm.weight", D);
@@ -245,6 +246,7 @@ std::shared_ptr<Weights> load_safetensors(const std::string& dir) {
       L.bk = src.vec(p + "self_attn.k_proj.bias", c.n_head_kv * D);
       L.bv = src.vec(p + "self_attn.v_proj.bias", c.n_head_kv * D);
     }
+    if (c.o_bias) L.bo = src.vec(p + "self_attn.o_proj.bias", c.hidden);
     if (c.qk_norm) {
       L.q_norm = src.vec(p + "self_attn.q_norm.weight", D);
       L.k_norm = src.vec(p + "self_attn.k_norm.weight", D);
@@ -274,7 +276,7 @@ int64_t Weights::n_params() const {
   for (const auto& L : layers) {
     n += mat(L.wq) + mat(L.wk) + mat(L.wv) + mat(L.wo) + mat(L.w_gate) + mat(L.w_up) + mat(L.w_down);
     n += L.attn_norm.numel() + L.ffn_norm.numel();
-    for (const at::Tensor* t : {&L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm})
+    for (const at::Tensor* t : {&L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm})
       if (t->defined()) n += t->numel();
   }
   return n;
@@ -287,7 +289,7 @@ int64_t Weights::bytes() const {
   for (const auto& L : layers) {
     n += mat(L.wq) + mat(L.wk) + mat(L.wv) + mat(L.wo) + mat(L.w_gate) + mat(L.w_up) + mat(L.w_down);
     n += L.attn_norm.nbytes() + L.ffn_norm.nbytes();
-    for (const at::Tensor* t : {&L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm})
+    for (const at::Tensor* t : {&L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm})
       if (t->defined()) n += t->nbytes();
   }
   return n;

@@ -29,7 +29,8 @@ struct Matrix {
 struct LayerWeights {
   at::Tensor attn_norm;              // [hidden] fp32
   Matrix wq, wk, wv, wo;             // [Hq*D, hidden], [Hkv*D, hidden] x2, [hidden, Hq*D]
-  at::Tensor bq, bk, bv;             // [Hq*D], [Hkv*D] fp32 (qwen2), undefined otherwise
+  at::Tensor bq, bk, bv;             // [Hq*D], [Hkv*D] fp32 (qwen2, attention_bias), undefined otherwise
+  at::Tensor bo;                     // [hidden] fp32 (llama/qwen3 attention_bias=true), undefined otherwise
   at::Tensor q_norm, k_norm;         // [D] fp32 (qwen3), undefined otherwise
   at::Tensor ffn_norm;               // [hidden] fp32
   Matrix w_gate, w_up, w_down;       // [ffn, hidden] x2, [hidden, ffn]

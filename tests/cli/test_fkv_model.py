@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""CLI contract tests for fkv-model (info, logits, bench) and its error behaviour on bad input.
+
+Run by ctest: python tests/cli/test_fkv_model.py --bin build/bin/fkv-model
+Prints "N passed, M failed" and exits non-zero on failure.
+"""
+import argparse, json, os, shutil, subprocess, sys, tempfile
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, "tests", "data", "tiny_models")
+SMOL = os.path.join(ROOT, "data", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+results = []
+
+
+def run(bin_, *args):
+    return subprocess.run([bin_, *args], capture_output=True, text=True, timeout=600)
+
+
+def case(fn):
+    def wrapper(bin_, tmp):
+        try:
+            fn(bin_, tmp)
+            results.append((fn.__name__, None))
+        except AssertionError as e:
+            results.append((fn.__name__, str(e) or "assertion failed"))
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def golden(name):
+    from safetensors.numpy import load_file
+    g = load_file(os.path.join(TINY, name, "golden.safetensors"))
+    return g["ids"], g["logits"]
+
+
+@case
+def info_json_contract(bin_, tmp):
+    for path in [os.path.join(TINY, "qwen2_g2_bias"), os.path.join(TINY, "llama_g3_tied_oldrope", "model.gguf")]:
+        r = run(bin_, "info", "--model", path, "--json")
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        for k in ("architecture", "n_params", "matrix_types", "kv_bytes_per_token", "config"):
+            assert k in j, f"info --json lacks {k}"
+        c = j["config"]
+        assert j["kv_bytes_per_token"]["f32"] == 2 * c["n_layer"] * c["n_head_kv"] * c["head_dim"] * 4
+
+
+@case
+def logits_match_golden_for_every_chunking(bin_, tmp):
+    for name in ("qwen3_g4_hd16", "llama3_rope_sharded"):
+        ids, want = golden(name)
+        outs = []
+        for chunk in ("1", "7", str(len(ids))):
+            out = os.path.join(tmp, f"{name}_{chunk}.npy")
+            r = run(bin_, "logits", "--model", os.path.join(TINY, name), "--ids", ",".join(map(str, ids)),
+                    "--chunk", chunk, "--out", out)
+            assert r.returncode == 0, r.stderr
+            got = np.load(out)
+            assert got.dtype == np.float32 and got.shape == want.shape, (got.dtype, got.shape)
+            d = float(np.abs(got - want).max())
+            assert d <= 1e-4, f"{name} chunk {chunk}: max |dlogit| {d}"
+            outs.append(got)
+        assert float(np.abs(outs[0] - outs[2]).max()) <= 1e-4
+
+
+@case
+def smollm2_logits_chunk_independent(bin_, tmp):
+    if not os.path.exists(SMOL):
+        return
+    ids = "1,9690,198,2683,359,253,5356,5646,11173,3365,3511,308,34519,28,7018,411,407,19712,8182,2,198"
+    got = []
+    for chunk in ("1", "5", "64"):
+        out = os.path.join(tmp, f"smol_{chunk}.npy")
+        r = run(bin_, "logits", "--model", SMOL, "--ids", ids, "--chunk", chunk, "--out", out)
+        assert r.returncode == 0, r.stderr
+        got.append(np.load(out))
+    assert got[0].shape == (21, 49152)
+    for g in got[1:]:
+        d = float(np.abs(g - got[0]).max())
+        assert d <= 1e-3, f"chunking changed logits by {d}"
+        assert (g.argmax(-1) == got[0].argmax(-1)).all()
+
+
+@case
+def bench_json_contract(bin_, tmp):
+    r = run(bin_, "bench", "--model", os.path.join(TINY, "llama_g1"), "--contexts", "8,16", "--decode-tokens", "4",
+            "--threads", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert [x["context"] for x in j["results"]] == [8, 16]
+    for x in j["results"]:
+        for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+            assert k in x and x[k] > 0, k
+    assert j["threads"] == 2 and "dtype_path" in j and "model" in j
+
+
+def expect_failure(bin_, args, must_mention, out=None):
+    r = run(bin_, *args)
+    assert r.returncode == 1, f"{args}: exit {r.returncode} (expected 1), stderr: {r.stderr[-400:]}"
+    assert must_mention.lower() in r.stderr.lower(), f"{args}: message lacks '{must_mention}': {r.stderr[-400:]}"
+    if out:
+        assert not os.path.exists(out), f"{out} written despite the error"
+
+
+@case
+def bad_input_gives_clear_errors(bin_, tmp):
+    gg = os.path.join(TINY, "llama_g3_tied_oldrope", "model.gguf")
+    data = open(gg, "rb").read()
+    trunc = os.path.join(tmp, "trunc.gguf")
+    open(trunc, "wb").write(data[: len(data) // 2])
+    out = os.path.join(tmp, "never.npy")
+    expect_failure(bin_, ["logits", "--model", trunc, "--ids", "1,2", "--out", out], "trunc", out)
+    bad = os.path.join(tmp, "badmagic.gguf")
+    open(bad, "wb").write(b"GGUX" + data[4:])
+    expect_failure(bin_, ["info", "--model", bad], "magic")
+    # corrupt safetensors header in a copy of a model directory
+    d = os.path.join(tmp, "corrupt_st")
+    shutil.copytree(os.path.join(TINY, "llama_g1"), d)
+    st = os.path.join(d, "model.safetensors")
+    b = bytearray(open(st, "rb").read())
+    b[8:20] = b"{not json..."
+    open(st, "wb").write(b)
+    expect_failure(bin_, ["info", "--model", d], "json")
+    # config/weight mismatch
+    d2 = os.path.join(tmp, "mismatch")
+    shutil.copytree(os.path.join(TINY, "llama_g1"), d2)
+    cfg = json.load(open(os.path.join(d2, "config.json")))
+    cfg["intermediate_size"] += 2
+    json.dump(cfg, open(os.path.join(d2, "config.json"), "w"))
+    expect_failure(bin_, ["info", "--model", d2], "shape")
+    ids, _ = golden("llama_g1")
+    expect_failure(bin_, ["logits", "--model", os.path.join(TINY, "llama_g1"), "--ids", "1,999999", "--out", out],
+                   "vocabulary", out)
+    expect_failure(bin_, ["logits", "--model", os.path.join(tmp, "nope.gguf"), "--ids", "1", "--out", out],
+                   "not found", out)
+    expect_failure(bin_, ["info", "--model", gg, "--bogus"], "unknown option")
+    expect_failure(bin_, ["logits", "--model", gg, "--ids", "1,x", "--out", out], "not an integer", out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for fn in [info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
+                   bench_json_contract, bad_input_gives_clear_errors]:
+            fn(a.bin, tmp)
+    failed = [(n, e) for n, e in results if e]
+    for n, e in results:
+        print(f"{'FAIL' if e else 'ok  '} {n}" + (f": {e}" if e else ""))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
