@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the default model (SmolLM2-135M-Instruct Q4_1 GGUF): set-up, model info, and a
-# logits run through the KV cache. Grows with the project (generation, eviction, training, eval).
+# The main job on the default model (SmolLM2-135M-Instruct Q4_1 GGUF): set-up, model info, then the
+# model answers a GSM8K test question with its chat template (greedy, full KV cache). Grows with the
+# project (eviction policies, golden traces, training, evaluation).
+#   FKV_DATA_DIR=/path/to/data bash scripts/run_demo.sh   # data dir with eval/gsm8k_test.jsonl
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 BIN="${FKV_BUILD_DIR:-$ROOT/build}/bin"
-MODEL=smollm2-135m-instruct
 export FKV_ROOT="$ROOT"
+MODEL=smollm2-135m-instruct
+DATA="${FKV_DATA_DIR:-$ROOT/../shared/data}"
 "$BIN/fkv-model" info --model "$MODEL"
-mkdir -p runs
-# SmolLM2's chat template applied to "What is the capital of France? Answer in one sentence.", as
-# token ids (HF tokenizer output, also in data/cache/hf_refs/smollm2/refs.json).
-IDS="1,9690,198,2683,359,253,5356,5646,11173,3365,3511,308,34519,28,7018,411,407,19712,8182,2,198,1,4093,198,1780,314,260,3575,282,4649,47,19842,281,582,6330,30,2,198,1,520,9531,198"
-"$BIN/fkv-model" logits --model "$MODEL" --ids "$IDS" --chunk 1 --out runs/demo_logits.npy
-"$ROOT/.venv/bin/python" - <<'PY'
-import numpy as np
-l = np.load("runs/demo_logits.npy")
-print(f"logits {l.shape}, next-token argmax after the prompt: {int(l[-1].argmax())}")
-PY
+QUESTION="Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?"
+if [ -f "$DATA/eval/gsm8k_test.jsonl" ]; then
+  QUESTION="$("$ROOT/.venv/bin/python" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["question"])' "$DATA/eval/gsm8k_test.jsonl")"
+fi
+SUFFIX="$("$ROOT/.venv/bin/python" -c 'import json; print(json.load(open("configs/prompts.json"))["reasoning_suffix"])')"
+echo "--- question: $QUESTION"
+echo "--- SmolLM2-135M-Instruct (greedy, full KV cache):"
+"$BIN/fkv-model" generate --model "$MODEL" --chat "$QUESTION
+$SUFFIX" --greedy --max-new-tokens 256

@@ -156,6 +156,18 @@ void KvCache::keep_mask(int64_t layer, const at::Tensor& mask) {
     }
 }
 
+void KvCache::pop_back(int64_t seq, int64_t n) {
+  FKV_CHECK_ARG(seq >= 0 && seq < opt_.n_seq && n >= 0, "KvCache::pop_back: bad seq {} or count {}", seq, n);
+  for (int64_t l = 0; l < opt_.n_layer; ++l)
+    for (int64_t h = 0; h < opt_.n_head_kv; ++h) {
+      int64_t* len = len_[l].data_ptr<int64_t>() + seq * opt_.n_head_kv + h;
+      FKV_CHECK_ARG(*len >= n, "KvCache::pop_back: (seq {}, layer {}, head {}) holds {} < {} entries", seq, l, h, *len, n);
+      int64_t* pc = pos_[l].data_ptr<int64_t>() + (seq * opt_.n_head_kv + h) * opt_.capacity;
+      for (int64_t i = *len - n; i < *len; ++i) pc[i] = -1;
+      *len -= n;
+    }
+}
+
 void KvCache::clear(int64_t seq) {
   FKV_CHECK_ARG(seq >= 0 && seq < opt_.n_seq, "KvCache::clear: seq {} out of range [0, {})", seq, opt_.n_seq);
   for (int64_t l = 0; l < opt_.n_layer; ++l) {

@@ -55,6 +55,10 @@ class KvCache {
   /// Keep by mask for a whole layer: keep_mask [n_seq, Hkv, capacity] bool (entries past length ignored).
   void keep_mask(int64_t layer, const at::Tensor& keep_mask);
 
+  /// Drop the newest `n` entries of every (layer, KV head) of `seq` (undo an append, e.g. padding).
+  /// Precondition: every head of the sequence holds at least n entries appended after any eviction.
+  void pop_back(int64_t seq, int64_t n);
+
   /// Drop everything (all layers) of one sequence / of all sequences.
   void clear(int64_t seq);
   void clear();

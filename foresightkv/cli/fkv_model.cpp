@@ -13,6 +13,12 @@
 #include "foresightkv/io/npy.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/runtime/bench.h"
+#include "foresightkv/runtime/generator.h"
+#include "foresightkv/text/chat_template.h"
+#include "foresightkv/text/tokenizer.h"
+#include "foresightkv/core/file.h"
+
+#include <fstream>
 
 using fkv::cli::Args;
 using fkv::cli::OptionSpec;
@@ -114,6 +120,159 @@ int cmd_bench(const Args& a) {
   return 0;
 }
 
+fkv::text::Tokenizer load_tokenizer(const std::string& path_or_name) {
+  return fkv::text::Tokenizer::from_file(fkv::model::resolve_model_path(path_or_name));
+}
+
+// Reads a JSONL file line by line; blank lines are errors (they would shift the output pairing).
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream f(path);
+  FKV_CHECK_ARG(f.good(), "cannot open '{}'", path);
+  std::vector<json> out;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(f, line)) {
+    ++n;
+    try {
+      out.push_back(json::parse(line));
+    } catch (const json::parse_error& e) {
+      FKV_THROW_KIND(2, "'{}' line {}: invalid JSON ({}); expected one JSON object per line", path, n, e.what());
+    }
+  }
+  return out;
+}
+
+void write_jsonl(const std::string& path, const std::vector<json>& rows) {
+  std::string s;
+  for (const auto& r : rows) s += r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  fkv::write_file_atomic(path, s);
+}
+
+int cmd_tokenize(const Args& a) {
+  auto tok = load_tokenizer(a.require("tokenizer"));
+  const bool add_special = a.flag("add-special-tokens");
+  if (a.has("text")) {
+    const auto ids = tok.encode(a.get("text"), add_special);
+    std::string s;
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    std::cout << s << "\n";
+    return 0;
+  }
+  const std::string in = a.require("input"), out = a.require("output");
+  std::vector<json> rows;
+  int64_t n = 0;
+  for (const json& j : read_jsonl(in)) {
+    ++n;
+    FKV_CHECK_ARG(j.is_object() && j.contains("text") && j["text"].is_string(),
+                  "'{}' line {}: expected {{\"text\": string}}", in, n);
+    rows.push_back({{"ids", tok.encode(j["text"].get<std::string>(), add_special)}});
+  }
+  write_jsonl(out, rows);
+  FKV_LOG_INFO("tokenized {} lines into {}", rows.size(), out);
+  return 0;
+}
+
+int cmd_detokenize(const Args& a) {
+  auto tok = load_tokenizer(a.require("tokenizer"));
+  const bool skip = a.flag("skip-special-tokens");
+  auto to_ids = [&](const std::vector<int64_t>& v) {
+    std::vector<int32_t> ids;
+    for (int64_t x : v) {
+      FKV_CHECK_ARG(x >= 0 && x < tok.vocab_size(), "token id {} outside the vocabulary [0, {})", x, tok.vocab_size());
+      ids.push_back(static_cast<int32_t>(x));
+    }
+    return ids;
+  };
+  if (a.has("ids")) {
+    std::cout << tok.decode(to_ids(fkv::cli::parse_int_list(a.get("ids"), "--ids")), skip) << "\n";
+    return 0;
+  }
+  const std::string in = a.require("input"), out = a.require("output");
+  std::vector<json> rows;
+  int64_t n = 0;
+  for (const json& j : read_jsonl(in)) {
+    ++n;
+    FKV_CHECK_ARG(j.is_object() && j.contains("ids") && j["ids"].is_array(), "'{}' line {}: expected {{\"ids\": [...]}}",
+                  in, n);
+    rows.push_back({{"text", tok.decode(to_ids(j["ids"].get<std::vector<int64_t>>()), skip)}});
+  }
+  write_jsonl(out, rows);
+  return 0;
+}
+
+int cmd_generate(const Args& a) {
+  auto m = load(a);
+  const std::string model_path = m->weights().source_path;
+  auto tok = load_tokenizer(a.get("tokenizer", model_path));
+  const int n_modes = a.has("prompt") + a.has("chat") + a.has("messages");
+  FKV_CHECK_ARG(n_modes == 1, "give exactly one of --prompt TEXT, --chat TEXT, --messages FILE.json");
+  std::string text;
+  if (a.has("prompt")) {
+    text = a.get("prompt");
+  } else {
+    std::vector<fkv::text::ChatMessage> msgs;
+    if (a.has("chat")) {
+      msgs.push_back({"user", a.get("chat"), std::nullopt});
+    } else {
+      const json j = fkv::read_json_file(a.get("messages"));
+      FKV_CHECK_ARG(j.is_array(), "--messages: expected a JSON list of {{\"role\", \"content\"}} objects");
+      for (const auto& e : j) {
+        FKV_CHECK_ARG(e.is_object() && e.contains("role") && e.contains("content"),
+                      "--messages: every entry needs \"role\" and \"content\"");
+        msgs.push_back({e["role"].get<std::string>(), e["content"].get<std::string>(), std::nullopt});
+      }
+    }
+    auto tpl = fkv::text::ChatTemplate::for_tokenizer(tok, a.get("chat-template", ""));
+    fkv::text::ChatOptions co;
+    if (a.has("thinking")) co.enable_thinking = a.get("thinking") != "off";
+    text = tpl.render(msgs, co);
+  }
+  const auto prompt_ids = tok.encode(text, false);
+  fkv::runtime::GenerateOptions o;
+  o.max_new_tokens = a.get_int("max-new-tokens", 256);
+  o.seed = static_cast<uint64_t>(a.get_int("seed", 0));
+  o.prefill_chunk = a.get_int("chunk", 512);
+  if (a.flag("greedy") || !a.has("temperature")) {
+    FKV_CHECK_ARG(!(a.flag("greedy") && a.has("temperature")), "--greedy and --temperature exclude each other");
+    o.sampling = fkv::runtime::SamplingParams::greedy();
+  } else {
+    o.sampling.temperature = static_cast<float>(a.get_double("temperature", 1.0));
+    o.sampling.top_k = static_cast<int32_t>(a.get_int("top-k", 0));
+    o.sampling.top_p = static_cast<float>(a.get_double("top-p", 1.0));
+    o.sampling.min_p = static_cast<float>(a.get_double("min-p", 0.0));
+  }
+  if (a.has("stop")) o.stop_strings.push_back(a.get("stop"));
+  const int64_t n = a.get_int("num-sequences", 1);
+  FKV_CHECK_ARG(n >= 1, "--num-sequences must be >= 1");
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(n), prompt_ids);
+  const bool as_json = a.flag("json");
+  fkv::runtime::StreamCallback cb;
+  if (!as_json && n == 1)
+    cb = [](int64_t, const std::string& piece) {
+      std::cout << piece << std::flush;
+    };
+  fkv::runtime::Generator gen(*m, tok);
+  auto res = gen.generate(prompts, o, cb);
+  if (as_json) {
+    for (const auto& r : res) {
+      json j = {{"prompt_ids", r.prompt_ids},   {"ids", r.ids},
+                {"text", r.text},               {"finish_reason", r.finish_reason},
+                {"seed", r.seed},               {"sequence_index", r.sequence_index},
+                {"prompt_tokens", r.prompt_ids.size()}, {"generated_tokens", r.ids.size()},
+                {"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds},
+                {"tokens_per_s", r.tokens_per_s}};
+      std::cout << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+  } else if (n == 1) {
+    std::cout << "\n";
+    FKV_LOG_INFO("{} prompt tokens, {} generated ({}), {:.1f} tokens/s", res[0].prompt_ids.size(), res[0].ids.size(),
+                 res[0].finish_reason, res[0].tokens_per_s);
+  } else {
+    for (const auto& r : res) std::cout << "--- sequence " << r.sequence_index << " (" << r.finish_reason << ")\n" << r.text << "\n";
+  }
+  return 0;
+}
+
 struct Command {
   const char* name;
   const char* usage;
@@ -129,6 +288,45 @@ std::vector<Command> commands() {
                     {"chunk", true, "tokens per forward through the KV cache (1 = token-by-token)", "all"},
                     {"out", true, "output .npy, float32 [T, vocab]", ""}}),
        cmd_logits},
+      {"tokenize", "fkv-model tokenize --tokenizer PATH (--input texts.jsonl --output ids.jsonl | --text STRING)",
+       {{"tokenizer", true, "tokenizer.json, a directory holding one, a .gguf, or a registered model name", ""},
+        {"input", true, "JSONL, one {\"text\": ...} per line", ""},
+        {"output", true, "JSONL, one {\"ids\": [...]} per input line", ""},
+        {"text", true, "encode this string and print the ids", ""},
+        {"add-special-tokens", false, "apply the tokenizer's post-processor (BOS etc.); off like HF add_special_tokens=False", ""},
+        {"log-level", true, "log level", "info"},
+        {"help", false, "show this help", ""}},
+       cmd_tokenize},
+      {"detokenize", "fkv-model detokenize --tokenizer PATH (--input ids.jsonl --output texts.jsonl | --ids 1,2,3)",
+       {{"tokenizer", true, "tokenizer.json, a directory holding one, a .gguf, or a registered model name", ""},
+        {"input", true, "JSONL, one {\"ids\": [...]} per line", ""},
+        {"output", true, "JSONL, one {\"text\": ...} per input line", ""},
+        {"ids", true, "decode these ids and print the text", ""},
+        {"skip-special-tokens", false, "drop special tokens (HF skip_special_tokens=True)", ""},
+        {"log-level", true, "log level", "info"},
+        {"help", false, "show this help", ""}},
+       cmd_detokenize},
+      {"generate",
+       "fkv-model generate --model PATH (--prompt TEXT | --chat TEXT | --messages FILE.json) [--greedy | "
+       "--temperature T --top-k K --top-p P --min-p M] [--seed S] [--max-new-tokens N] [--json]",
+       with_common({{"prompt", true, "raw prompt text (no template)", ""},
+                    {"chat", true, "one user turn, rendered with the model's chat template + generation prompt", ""},
+                    {"messages", true, "JSON file: list of {role, content}", ""},
+                    {"tokenizer", true, "tokenizer path (default: the model's own)", ""},
+                    {"chat-template", true, "template family override: qwen3, qwen2.5, deepseek-r1, smollm2, chatml", ""},
+                    {"thinking", true, "qwen3 enable_thinking: on|off", "on"},
+                    {"greedy", false, "greedy decoding (the default without --temperature)", ""},
+                    {"temperature", true, "sampling temperature", ""},
+                    {"top-k", true, "top-k (0 = off)", "0"},
+                    {"top-p", true, "top-p", "1.0"},
+                    {"min-p", true, "min-p", "0.0"},
+                    {"seed", true, "RNG seed; sequence i uses stream (seed, i)", "0"},
+                    {"max-new-tokens", true, "maximum generated tokens", "256"},
+                    {"num-sequences", true, "sequences generated in one batch", "1"},
+                    {"stop", true, "stop string", ""},
+                    {"chunk", true, "prefill chunk", "512"},
+                    {"json", false, "print one JSON object per sequence", ""}}),
+       cmd_generate},
       {"bench", "fkv-model bench --model PATH [--contexts 128,1024,4096] [--decode-tokens 32] [--threads 2] [--json]",
        with_common({{"contexts", true, "context lengths", "128,1024,4096"},
                     {"decode-tokens", true, "decode steps per context", "32"},

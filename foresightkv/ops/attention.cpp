@@ -43,6 +43,51 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+#ifdef __AVX512F__
+/// exp(x) for 16 lanes, x <= 0 (softmax after max subtraction): 2^(x log2 e) = 2^n * 2^f with
+/// n = round(x log2 e), f in [-0.5, 0.5], 2^f by a degree-6 polynomial (relative error < 2e-7,
+/// below fp32 rounding of the subsequent sums). Inputs below -87 flush to 0, like expf's underflow.
+inline __m512 exp_neg_ps(__m512 x) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);  // -inf (masked) -> 0
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 t = _mm512_mul_ps(x, log2e);
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  // 2^f = e^(f ln2): Taylor coefficients of e^y in y = f ln 2, |y| <= 0.347
+  const __m512 y = _mm512_mul_ps(f, _mm512_set1_ps(0.693147180559945309f));
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
+}
+#endif
+
+/// r[j] = exp(r[j] - mx) for all j; returns the sum.
+inline float exp_sum(float* r, int64_t len, float mx) {
+  float sum = 0.f;
+  int64_t j = 0;
+#ifdef __AVX512F__
+  const __m512 vmx = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_setzero_ps();
+  for (; j + 16 <= len; j += 16) {
+    const __m512 e = exp_neg_ps(_mm512_sub_ps(_mm512_loadu_ps(r + j), vmx));
+    _mm512_storeu_ps(r + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  sum = _mm512_reduce_add_ps(acc);
+#endif
+  for (; j < len; ++j) {
+    r[j] = std::exp(r[j] - mx);
+    sum += r[j];
+  }
+  return sum;
+}
+
 }  // namespace
 
 void attention_decode_f32(const AttentionArgs& a) {
@@ -73,12 +118,7 @@ void attention_decode_f32(const AttentionArgs& a) {
         mx = std::max(mx, r[j]);
       }
       if (mx == -std::numeric_limits<float>::infinity()) continue;  // nothing visible: zero output
-      float sum = 0.f;
-      for (int64_t j = 0; j < len; ++j) {
-        r[j] = std::exp(r[j] - mx);
-        sum += r[j];
-      }
-      const float inv = 1.f / sum;
+      const float inv = 1.f / exp_sum(r, len, mx);
       for (int64_t j = 0; j < len; ++j)
         if (r[j] != 0.f) axpy(o, r[j] * inv, vb + j * D, D);
     }

@@ -1,0 +1,146 @@
+#include "foresightkv/runtime/generator.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "foresightkv/core/error.h"
+
+namespace fkv::runtime {
+namespace {
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Generator::Generator(const model::Transformer& model, const text::Tokenizer& tokenizer)
+    : model_(model), tokenizer_(tokenizer) {}
+
+std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                  const GenerateOptions& opt, const StreamCallback& stream) const {
+  FKV_CHECK_ARG(!prompts.empty(), "generate: no prompts");
+  FKV_CHECK_ARG(opt.max_new_tokens >= 0 && opt.prefill_chunk > 0, "generate: bad max_new_tokens {} or chunk {}",
+                opt.max_new_tokens, opt.prefill_chunk);
+  opt.sampling.validate();
+  const auto& cfg = model_.config();
+  const int64_t n_seq = static_cast<int64_t>(prompts.size());
+  std::vector<int32_t> eos = opt.eos_ids;
+  if (eos.empty()) eos = tokenizer_.eos_ids();
+  if (eos.empty())
+    for (int64_t e : cfg.eos_ids) eos.push_back(static_cast<int32_t>(e));
+  int64_t max_prompt = 0;
+  for (const auto& p : prompts) {
+    FKV_CHECK_ARG(!p.empty(), "generate: empty prompt");
+    for (int32_t id : p)
+      FKV_CHECK_ARG(id >= 0 && id < cfg.n_vocab, "generate: prompt token {} outside the vocabulary [0, {})", id,
+                    cfg.n_vocab);
+    max_prompt = std::max<int64_t>(max_prompt, static_cast<int64_t>(p.size()));
+  }
+  // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
+  Sampler sampler(opt.sampling, tokenizer_.vocab_size());
+  const int64_t pad_id = eos.empty() ? 0 : eos.front();
+  cache::KvCache kv = model_.make_cache(n_seq, max_prompt + opt.max_new_tokens + opt.prefill_chunk);
+
+  std::vector<GenerationResult> res(n_seq);
+  std::vector<text::StreamDecoder> decoders;
+  for (int64_t s = 0; s < n_seq; ++s) {
+    res[s].prompt_ids = prompts[s];
+    res[s].seed = opt.seed;
+    res[s].sequence_index = s;
+    decoders.emplace_back(tokenizer_, opt.skip_special_tokens);
+  }
+
+  // ---- prefill: chunks over the longest prompt; shorter prompts are padded and the padding popped.
+  const double t0 = now_s();
+  std::vector<float> last_logits(static_cast<size_t>(n_seq * cfg.n_vocab));
+  for (int64_t start = 0; start < max_prompt; start += opt.prefill_chunk) {
+    const int64_t T = std::min(opt.prefill_chunk, max_prompt - start);
+    at::Tensor ids = at::empty({n_seq, T}, at::kLong), pos = at::empty({n_seq, T}, at::kLong);
+    std::vector<int64_t> real(n_seq, 0);
+    for (int64_t s = 0; s < n_seq; ++s) {
+      const int64_t len = static_cast<int64_t>(prompts[s].size());
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t p = start + i;
+        ids[s][i] = p < len ? prompts[s][p] : pad_id;
+        pos[s][i] = p;
+      }
+      real[s] = std::clamp<int64_t>(len - start, 0, T);
+    }
+    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::All);  // [n_seq, T, V]
+    for (int64_t s = 0; s < n_seq; ++s) {
+      if (real[s] < T) kv.pop_back(s, T - real[s]);
+      if (real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size()))
+        std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s][real[s] - 1].contiguous().data_ptr<float>(),
+                    sizeof(float) * cfg.n_vocab);
+    }
+  }
+  const double t1 = now_s();
+
+  // ---- decode
+  std::vector<bool> done(n_seq, opt.max_new_tokens == 0);
+  for (int64_t s = 0; s < n_seq; ++s)
+    if (done[s]) res[s].finish_reason = "length";
+  int64_t step = 0;
+  int64_t generated = 0;
+  while (true) {
+    // sample the next token of every live sequence from its last logits
+    std::vector<int64_t> next(n_seq, pad_id);
+    bool any = false;
+    for (int64_t s = 0; s < n_seq; ++s) {
+      if (done[s]) continue;
+      std::span<const float> lg(last_logits.data() + s * cfg.n_vocab, static_cast<size_t>(cfg.n_vocab));
+      const int32_t tok = sampler.sample(lg, opt.seed, static_cast<uint64_t>(s), static_cast<uint64_t>(step));
+      res[s].ids.push_back(tok);
+      ++generated;
+      const std::string piece = decoders[s].put(tok);
+      res[s].text += piece;
+      if (stream && !piece.empty()) stream(s, piece);
+      next[s] = tok;
+      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+        done[s] = true;
+        res[s].finish_reason = "eos";
+      } else if (!opt.stop_strings.empty() &&
+                 std::any_of(opt.stop_strings.begin(), opt.stop_strings.end(), [&](const std::string& st) {
+                   return !st.empty() && res[s].text.find(st) != std::string::npos;
+                 })) {
+        done[s] = true;
+        res[s].finish_reason = "stop_string";
+      } else if (static_cast<int64_t>(res[s].ids.size()) >= opt.max_new_tokens) {
+        done[s] = true;
+        res[s].finish_reason = "length";
+      }
+      any = any || !done[s];
+    }
+    if (!any) break;
+    // one decode step for the batch; finished sequences get a pad token that is popped right after
+    at::Tensor ids = at::empty({n_seq, 1}, at::kLong), pos = at::empty({n_seq, 1}, at::kLong);
+    for (int64_t s = 0; s < n_seq; ++s) {
+      ids[s][0] = next[s];
+      pos[s][0] = static_cast<int64_t>(prompts[s].size() + res[s].ids.size()) - 1;
+    }
+    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::Last);  // [n_seq, V]
+    for (int64_t s = 0; s < n_seq; ++s) {
+      if (done[s]) {
+        kv.pop_back(s, 1);
+        continue;
+      }
+      std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s].contiguous().data_ptr<float>(),
+                  sizeof(float) * cfg.n_vocab);
+    }
+    ++step;
+  }
+  const double t2 = now_s();
+  for (int64_t s = 0; s < n_seq; ++s) {
+    const std::string tail = decoders[s].finish();
+    res[s].text += tail;
+    if (stream && !tail.empty()) stream(s, tail);
+    res[s].prefill_seconds = t1 - t0;
+    res[s].decode_seconds = t2 - t1;
+    res[s].tokens_per_s = t2 > t1 ? static_cast<double>(res[s].ids.size()) / (t2 - t1) : 0.0;
+  }
+  (void)generated;
+  return res;
+}
+
+}  // namespace fkv::runtime

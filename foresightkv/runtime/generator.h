@@ -1,0 +1,56 @@
+// Generation loop on the runtime's KV cache: chunked prefill, token-by-token decode for a batch of
+// sequences that finish at different times, stop on EOS ids / stop strings / max new tokens,
+// optional streaming of decoded text. Prompts of different lengths share one batched forward: the
+// shorter ones are padded inside a chunk and the padding is popped from the cache right after, so
+// every sequence sees exactly its own tokens at its own positions. Sampling: runtime/sampler.h, one
+// RNG stream per (seed, sequence index), so tokens do not depend on batch composition.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "foresightkv/model/transformer.h"
+#include "foresightkv/runtime/sampler.h"
+#include "foresightkv/text/tokenizer.h"
+
+namespace fkv::runtime {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  SamplingParams sampling = SamplingParams::greedy();
+  uint64_t seed = 0;
+  std::vector<int32_t> eos_ids;           // empty: the tokenizer's / model config's EOS ids
+  std::vector<std::string> stop_strings;  // stop when the generated text contains one (kept in text)
+  int64_t prefill_chunk = 512;
+  bool skip_special_tokens = true;        // for the returned text and the stream
+};
+
+struct GenerationResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> ids;         // generated ids (EOS included when it ended the sequence)
+  std::string text;                 // decoded generated text
+  std::string finish_reason;        // "eos" | "stop_string" | "length"
+  uint64_t seed = 0;
+  int64_t sequence_index = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  double tokens_per_s = 0;          // generated tokens / decode seconds (whole batch's wall time)
+};
+
+/// Called for every newly decodable piece of text of sequence `seq`.
+using StreamCallback = std::function<void(int64_t seq, const std::string& text)>;
+
+class Generator {
+ public:
+  Generator(const model::Transformer& model, const text::Tokenizer& tokenizer);
+
+  /// Generate for each prompt (token ids). Sequence i samples with RNG stream (options.seed, i).
+  std::vector<GenerationResult> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                         const GenerateOptions& options, const StreamCallback& stream = {}) const;
+
+ private:
+  const model::Transformer& model_;
+  const text::Tokenizer& tokenizer_;
+};
+
+}  // namespace fkv::runtime
