@@ -11,7 +11,7 @@
 
 #include "foresightkv/core/error.h"
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -25,6 +25,21 @@ inline float dot(const float* a, const float* b, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
     return _mm512_reduce_add_ps(acc);
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  if (n % 8 == 0) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    if (i < n) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    const __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+  }
 #endif
   float s = 0.f;
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
@@ -37,6 +52,13 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
     const __m512 va = _mm512_set1_ps(a);
     for (int64_t i = 0; i < n; i += 16)
       _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    return;
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  if (n % 8 == 0) {
+    const __m256 va = _mm256_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     return;
   }
 #endif
@@ -65,6 +87,25 @@ inline __m512 exp_neg_ps(__m512 x) {
   p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(1.0f));
   return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+/// 8-lane version of exp_neg_ps (same polynomial); 2^n is built in the exponent field.
+inline __m256 exp_neg_ps(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 live = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);  // -inf (masked) -> 0
+  x = _mm256_max_ps(x, lo);
+  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 y = _mm256_mul_ps(_mm256_sub_ps(t, n), _mm256_set1_ps(0.693147180559945309f));
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), live);
+}
 #endif
 
 /// r[j] = exp(r[j] - mx) for all j; returns the sum.
@@ -80,6 +121,18 @@ inline float exp_sum(float* r, int64_t len, float mx) {
     acc = _mm512_add_ps(acc, e);
   }
   sum = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (; j + 8 <= len; j += 8) {
+    const __m256 e = exp_neg_ps(_mm256_sub_ps(_mm256_loadu_ps(r + j), vmx));
+    _mm256_storeu_ps(r + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  sum = _mm_cvtss_f32(h);
 #endif
   for (; j < len; ++j) {
     r[j] = std::exp(r[j] - mx);

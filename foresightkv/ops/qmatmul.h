@@ -1,7 +1,11 @@
 // Matrix products against weights kept in their file format (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
 // Q5_0, Q5_1, Q4_K, Q6_K): blocks are dequantized on the fly into fp32 accumulators, so results equal
 // dequantize-then-fp32 up to summation order. CPU only; threads via ATen's intra-op pool.
-// Reference: io::dequantize_row + a naive fp32 dot (tests/unit/qmatmul_test.cpp).
+// Reference: io::dequantize_row + a naive double-precision dot (tests/unit/quant/qmatmul_test.cpp).
+//
+// Two regimes (ops/qmatmul.cpp): decode (n_tok <= 8) streams each weight row once and dequantizes its
+// blocks in registers against all n_tok activation rows; prefill dequantizes tiles of rows into an
+// fp32 scratch buffer that stays in cache and runs a register-blocked fp32 micro-kernel on it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,7 +34,15 @@ void matmul_rows(const WeightView& w, const float* x, int64_t n_tok, float* y, i
 /// Gather one row of W as fp32 (embedding lookup).
 void dequantize_row(const WeightView& w, int64_t row, float* out);
 
-/// Types this file implements.
+/// Types this file implements: every type io::dequantize_row can dequantize. F32, F16, BF16, Q8_0,
+/// Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K have SIMD kernels; the others take the portable path.
 bool matmul_supported(io::GgmlType t);
+
+/// The portable scalar path (io::dequantize_row per row + dot products), used when the build has no
+/// SIMD kernels for the CPU or type. Same contract as matmul_rows; exposed so tests cover it everywhere.
+void matmul_rows_portable(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1);
+
+/// Which kernels this build uses for the SIMD types: "avx512", "avx2" or "portable".
+const char* matmul_kernel_name();
 
 }  // namespace fkv::ops
