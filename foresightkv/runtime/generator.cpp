@@ -25,10 +25,14 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   opt.sampling.validate();
   const auto& cfg = model_.config();
   const int64_t n_seq = static_cast<int64_t>(prompts.size());
+  // EOS: the caller's list, else the union of the tokenizer's and the model config's (generation_config
+  // lists e.g. Qwen3's <|endoftext|> next to <|im_end|>).
   std::vector<int32_t> eos = opt.eos_ids;
-  if (eos.empty()) eos = tokenizer_.eos_ids();
-  if (eos.empty())
-    for (int64_t e : cfg.eos_ids) eos.push_back(static_cast<int32_t>(e));
+  if (eos.empty()) {
+    eos = tokenizer_.eos_ids();
+    for (int64_t e : cfg.eos_ids)
+      if (std::find(eos.begin(), eos.end(), static_cast<int32_t>(e)) == eos.end()) eos.push_back(static_cast<int32_t>(e));
+  }
   int64_t max_prompt = 0;
   for (const auto& p : prompts) {
     FKV_CHECK_ARG(!p.empty(), "generate: empty prompt");

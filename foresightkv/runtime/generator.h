@@ -20,7 +20,7 @@ struct GenerateOptions {
   int64_t max_new_tokens = 256;
   SamplingParams sampling = SamplingParams::greedy();
   uint64_t seed = 0;
-  std::vector<int32_t> eos_ids;           // empty: the tokenizer's / model config's EOS ids
+  std::vector<int32_t> eos_ids;           // empty: union of the tokenizer's and the model config's EOS ids
   std::vector<std::string> stop_strings;  // stop when the generated text contains one (kept in text)
   int64_t prefill_chunk = 512;
   bool skip_special_tokens = true;        // for the returned text and the stream

@@ -1,0 +1,191 @@
+// Sampler: HF-order logit filtering and counter-based (Philox4x32-10) sampling (see sampler.h).
+// Every cut (top-k, top-p, min-p) keeps a prefix of the candidates ordered by (probability desc, id asc), so
+// the candidates are sorted lazily: only as far as the cuts and the sampled position need, which keeps a
+// top-k=20 draw over a 151k vocabulary at one pass over the logits.
+#include "foresightkv/runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "foresightkv/core/error.h"
+
+namespace fkv::runtime {
+namespace {
+
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
+constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
+constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+
+struct Candidate {
+  double w;  // unnormalized probability exp(x - max x)
+  int32_t id;
+};
+
+// Sampling order: higher probability first, lower id first on ties (a strict total order).
+inline bool before(const Candidate& a, const Candidate& b) { return a.w > b.w || (a.w == b.w && a.id < b.id); }
+
+// The filtered candidates, sorted on demand.
+class Candidates {
+ public:
+  std::vector<Candidate> c;
+  double z = 0.0;  // sum of w over all candidates, in id order
+  size_t sorted = 0;
+
+  // Makes c[0..k) the k first candidates in sampling order.
+  void ensure_sorted(size_t k) {
+    k = std::min(k, c.size());
+    if (k <= sorted) return;
+    const size_t want = std::max(k, std::min(c.size(), std::max<size_t>(64, 4 * sorted)));
+    std::partial_sort(c.begin() + static_cast<std::ptrdiff_t>(sorted), c.begin() + static_cast<std::ptrdiff_t>(want),
+                      c.end(), before);
+    sorted = want;
+  }
+};
+
+}  // namespace
+
+void SamplingParams::validate() const {
+  FKV_CHECK_ARG(std::isfinite(temperature) && temperature >= 0.0f,
+                "sampling temperature must be finite and >= 0 (0 = greedy), got {}", temperature);
+  FKV_CHECK_ARG(top_k >= 0, "sampling top_k must be >= 0 (0 = disabled), got {}", top_k);
+  FKV_CHECK_ARG(top_p > 0.0f && top_p <= 1.0f, "sampling top_p must be in (0, 1] (1 = disabled), got {}", top_p);
+  FKV_CHECK_ARG(min_p >= 0.0f && min_p <= 1.0f, "sampling min_p must be in [0, 1] (0 = disabled), got {}", min_p);
+}
+
+std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> ctr, std::array<uint32_t, 2> key) {
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      key[0] += kPhiloxW0;
+      key[1] += kPhiloxW1;
+    }
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * ctr[0];
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * ctr[2];
+    ctr = {static_cast<uint32_t>(p1 >> 32) ^ ctr[1] ^ key[0], static_cast<uint32_t>(p1),
+           static_cast<uint32_t>(p0 >> 32) ^ ctr[3] ^ key[1], static_cast<uint32_t>(p0)};
+  }
+  return ctr;
+}
+
+double philox_uniform(uint64_t seed, uint64_t sequence, uint64_t step) {
+  const auto r = philox4x32_10({static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32),
+                                static_cast<uint32_t>(sequence), static_cast<uint32_t>(sequence >> 32)},
+                               {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+  const uint64_t bits = (static_cast<uint64_t>(r[0]) << 21) ^ (static_cast<uint64_t>(r[1]) >> 11);  // 53 bits
+  return static_cast<double>(bits) * 0x1.0p-53;
+}
+
+Sampler::Sampler(SamplingParams params, int64_t tokenizer_vocab_size)
+    : params_(params), tokenizer_vocab_size_(tokenizer_vocab_size) {
+  params_.validate();
+}
+
+int64_t Sampler::valid_count(std::span<const float> logits) const {
+  FKV_CHECK_ARG(!logits.empty(), "sampler: empty logits row");
+  const int64_t n = static_cast<int64_t>(logits.size());
+  const int64_t valid = tokenizer_vocab_size_ >= 0 ? std::min(n, tokenizer_vocab_size_) : n;
+  for (int64_t i = 0; i < n; ++i)
+    FKV_CHECK_ARG(!std::isnan(logits[i]) && logits[i] != std::numeric_limits<float>::infinity(),
+                  "sampler: logit {} of token {} is not a number or +inf; the model produced invalid logits", logits[i],
+                  i);
+  return valid;
+}
+
+int32_t Sampler::argmax(std::span<const float> logits, int64_t n) const {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (logits[i] != -std::numeric_limits<float>::infinity() && (best < 0 || logits[i] > logits[best])) best = i;
+  FKV_CHECK_ARG(best >= 0, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
+  return static_cast<int32_t>(best);
+}
+
+namespace {
+
+// Top-k + softmax weights (unnormalized) of the valid, finite logits.
+Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParams& p) {
+  Candidates cand;
+  const double inv_t = 1.0 / static_cast<double>(p.temperature);
+  std::vector<double> x;
+  x.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (logits[i] != -std::numeric_limits<float>::infinity()) x.push_back(static_cast<double>(logits[i]) * inv_t);
+  FKV_CHECK_ARG(!x.empty(), "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
+  double threshold = -std::numeric_limits<double>::infinity();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < x.size()) {
+    std::vector<double> tmp = x;
+    std::nth_element(tmp.begin(), tmp.begin() + (p.top_k - 1), tmp.end(), std::greater<double>());
+    threshold = tmp[static_cast<size_t>(p.top_k - 1)];  // HF keeps every logit >= the k-th largest
+  }
+  double mx = -std::numeric_limits<double>::infinity();
+  for (double v : x) mx = std::max(mx, v);
+  cand.c.reserve(p.top_k > 0 ? static_cast<size_t>(p.top_k) + 8 : x.size());
+  size_t k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (logits[i] == -std::numeric_limits<float>::infinity()) continue;
+    const double v = x[k++];
+    if (v < threshold) continue;
+    const double w = std::exp(v - mx);
+    cand.c.push_back({w, static_cast<int32_t>(i)});
+    cand.z += w;
+  }
+  return cand;
+}
+
+// Applies top-p and min-p (both prefix cuts in sampling order). Returns the kept prefix length and its total
+// weight. With `need_all`, or when a cut is active, the walk continues until the cut is found.
+struct Cut {
+  size_t length;
+  double total;
+};
+
+Cut find_cut(Candidates& cand, const SamplingParams& p) {
+  const size_t n = cand.c.size();
+  const bool top_p_on = p.top_p < 1.0f;
+  const bool min_p_on = p.min_p > 0.0f;
+  if (!top_p_on && !min_p_on) return {n, cand.z};
+  cand.ensure_sorted(1);
+  const double min_w = static_cast<double>(p.min_p) * cand.c[0].w;
+  const double top_w = static_cast<double>(p.top_p) * cand.z;
+  double cum = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cand.ensure_sorted(i + 1);
+    const double w = cand.c[i].w;
+    if (min_p_on && i > 0 && w < min_w) return {i, cum};
+    cum += w;
+    if (top_p_on && cum >= top_w) return {i + 1, cum};
+  }
+  return {n, cum};
+}
+
+}  // namespace
+
+int32_t Sampler::sample(std::span<const float> logits, uint64_t seed, uint64_t sequence, uint64_t step) const {
+  const int64_t n = valid_count(logits);
+  if (params_.is_greedy()) return argmax(logits, n);
+  Candidates cand = prepare(logits, n, params_);
+  const Cut cut = find_cut(cand, params_);
+  const double target = philox_uniform(seed, sequence, step) * cut.total;
+  double cum = 0.0;
+  for (size_t i = 0; i < cut.length; ++i) {
+    cand.ensure_sorted(i + 1);
+    cum += cand.c[i].w;
+    if (cum > target) return cand.c[i].id;
+  }
+  cand.ensure_sorted(cut.length);
+  return cand.c[cut.length - 1].id;  // rounding: u * total landed on the very end
+}
+
+std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const float> logits) const {
+  const int64_t n = valid_count(logits);
+  if (params_.is_greedy()) return {{argmax(logits, n), 1.0}};
+  Candidates cand = prepare(logits, n, params_);
+  const Cut cut = find_cut(cand, params_);
+  cand.ensure_sorted(cut.length);
+  std::vector<std::pair<int32_t, double>> out;
+  out.reserve(cut.length);
+  for (size_t i = 0; i < cut.length; ++i) out.emplace_back(cand.c[i].id, cand.c[i].w / cut.total);
+  return out;
+}
+
+}  // namespace fkv::runtime
