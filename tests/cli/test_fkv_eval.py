@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""CLI contract tests for `fkv-eval grade`: the JSONL contract (every input field kept, key order and line order
+kept, four fields added), the one-line JSON summary on stdout, and the error behaviour (malformed input: exit 1,
+a message naming the line, no output file).
+
+Run by ctest: python tests/cli/test_fkv_eval.py --bin build/bin/fkv-eval
+Prints "N passed, M failed" and exits non-zero on failure. Standard library only.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED_EVAL = os.path.join(os.environ.get("FKV_DATA_DIR") or os.path.join(ROOT, "..", "shared", "data"), "eval")
+ADDED = ["extracted", "correct", "strict_extracted", "strict_correct"]
+results = []
+
+
+def run(bin_, *args):
+    return subprocess.run([bin_, *args], capture_output=True, text=True, errors="replace", timeout=120)
+
+
+def case(fn):
+    def wrapper(bin_, tmp):
+        try:
+            fn(bin_, tmp)
+            results.append((fn.__name__, None))
+        except AssertionError as e:
+            results.append((fn.__name__, str(e) or "assertion failed"))
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def write_lines(path, lines):
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n")
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def grade(bin_, tmp, rows, *extra, name="in"):
+    inp, out = os.path.join(tmp, name + ".jsonl"), os.path.join(tmp, name + ".out.jsonl")
+    write_lines(inp, rows)
+    r = run(bin_, "grade", "--input", inp, "--output", out, *extra)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
+    lines = [l for l in r.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one summary line on stdout, got {r.stdout!r}"
+    return json.loads(lines[0]), read_jsonl(out)
+
+
+def expect_failure(bin_, args, needle, out=None):
+    r = run(bin_, *args)
+    assert r.returncode == 1, f"{args}: expected exit 1, got {r.returncode} (stderr {r.stderr!r})"
+    assert r.stderr.startswith("fkv-eval grade: "), f"stderr should start with 'fkv-eval grade: ': {r.stderr!r}"
+    assert needle in r.stderr, f"{args}: stderr lacks {needle!r}: {r.stderr!r}"
+    if out is not None:
+        assert not os.path.exists(out), f"{out} was written although grading failed"
+        leftovers = [f for f in os.listdir(os.path.dirname(out)) if f.startswith(os.path.basename(out))]
+        assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+@case
+def fields_and_order_are_kept(bin_, tmp):
+    rows = [
+        {"id": 7, "meta": {"b": 1, "a": [1, 2]}, "response": "so \\boxed{\\dfrac{3}{4}}", "answer": "\\frac{3}{4}",
+         "zz": None},
+        {"zz": "first key", "answer": "25", "response": "no box, the total is 24"},
+        {"response": "truncated \\boxed{12", "answer": "012", "unicode": "π ≈ 3.14 — 题目"},
+    ]
+    summary, out = grade(bin_, tmp, rows)
+    assert len(out) == len(rows), f"{len(out)} output lines for {len(rows)} input lines"
+    for src, got in zip(rows, out):
+        assert list(got.keys()) == list(src.keys()) + ADDED, f"key order: {list(got.keys())}"
+        for k, v in src.items():
+            assert got[k] == v, f"field {k} changed: {v!r} -> {got[k]!r}"
+        assert isinstance(got["correct"], bool) and isinstance(got["strict_correct"], bool)
+        assert isinstance(got["extracted"], str) and isinstance(got["strict_extracted"], str)
+    assert [o["correct"] for o in out] == [True, False, True]
+    assert [o["strict_correct"] for o in out] == [True, False, False]
+    assert [o["extracted"] for o in out] == ["\\frac{3}{4}", "24", "12"]
+    assert [o["strict_extracted"] for o in out] == ["\\frac{3}{4}", "", ""]
+
+
+@case
+def summary_line(bin_, tmp):
+    rows = [{"response": "\\boxed{5}", "answer": "5"}, {"response": "The answer is 5.", "answer": "5"},
+            {"response": "\\boxed{6}", "answer": "5"}, {"response": "\\boxed{5", "answer": "5"}]
+    summary, _ = grade(bin_, tmp, rows)
+    assert list(summary.keys()) == ["n", "accuracy", "strict_accuracy"], summary
+    assert summary["n"] == 4
+    assert abs(summary["accuracy"] - 0.75) < 1e-12, summary
+    assert abs(summary["strict_accuracy"] - 0.25) < 1e-12, summary
+
+
+@case
+def empty_input_gives_empty_output(bin_, tmp):
+    summary, out = grade(bin_, tmp, [], name="empty")
+    assert summary == {"n": 0, "accuracy": None, "strict_accuracy": None}, summary
+    assert out == []
+
+
+@case
+def blank_lines_and_crlf_are_tolerated(bin_, tmp):
+    inp, out = os.path.join(tmp, "blank.jsonl"), os.path.join(tmp, "blank.out.jsonl")
+    with open(inp, "wb") as f:
+        f.write(b'{"response": "\\\\boxed{1}", "answer": "1"}\r\n\r\n   \n{"response": "\\\\boxed{2}", "answer": "2"}\n\n')
+    r = run(bin_, "grade", "--input", inp, "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 2
+    assert [o["correct"] for o in read_jsonl(out)] == [True, True]
+
+
+@case
+def dataset_and_field_options(bin_, tmp):
+    rows = [{"generation": "\\boxed{1,234}", "answer": "She earns 1,000 + 234.\n#### 1,234"},
+            {"generation": "she gets 18 dollars", "answer": "#### 18"}]
+    summary, out = grade(bin_, tmp, rows, "--dataset", "gsm8k", "--field", "generation", name="gsm")
+    assert summary["accuracy"] == 1.0, (summary, out)
+    rows = [{"response": "\\boxed{27}", "answer": 27.0}, {"response": "\\boxed{-1}", "answer": -1}]
+    summary, out = grade(bin_, tmp, rows, "--dataset", "amc23", name="amc")
+    assert summary["accuracy"] == 1.0, (summary, out)
+    assert out[0]["answer"] == 27.0
+    rows = [{"response": "The correct option is (B).", "answer": "B"}, {"response": "\\boxed{C}", "answer": "D"}]
+    summary, out = grade(bin_, tmp, rows, "--dataset", "gpqa", name="gpqa")
+    assert [o["extracted"] for o in out] == ["B", "C"], out
+    assert [o["correct"] for o in out] == [True, False], out
+    rows = [{"response": "\\boxed{25}", "answer": "025"}]
+    for ds in ("aime24", "aime25", "math"):
+        summary, _ = grade(bin_, tmp, rows, "--dataset", ds, name="aime_" + ds)
+        assert summary["accuracy"] == 1.0, (ds, summary)
+
+
+@case
+def shared_gpqa_through_the_cli(bin_, tmp):
+    path = os.path.join(SHARED_EVAL, "gpqa.jsonl")
+    if not os.path.exists(path):
+        print(f"note: {path} missing; shared_gpqa_through_the_cli checks nothing")
+        return
+    src = read_jsonl(path)
+    rows = [dict(r, response="Thinking...\n\\boxed{" + r["output"] + "}", answer=r["output"]) for r in src]
+    summary, out = grade(bin_, tmp, rows, "--dataset", "gpqa", name="shared_gpqa")
+    assert summary == {"n": len(src), "accuracy": 1.0, "strict_accuracy": 1.0}, summary
+    assert [o["input"] for o in out] == [r["input"] for r in src]
+
+
+@case
+def malformed_input_fails_cleanly(bin_, tmp):
+    good = {"response": "\\boxed{1}", "answer": "1"}
+    out = os.path.join(tmp, "bad.out.jsonl")
+    inp = os.path.join(tmp, "bad.jsonl")
+    for lines, needle in [
+        ([good, good, '{"response": "\\\\boxed{1}", "answer": '], "line 3"),
+        ([good, "[1, 2]"], "line 2"),
+        ([good, {"answer": "1"}], "line 2"),
+        ([{"response": 5, "answer": "1"}], "line 1"),
+        ([good, {"response": "x"}], "\"answer\""),
+        ([good, {"response": "x", "answer": None}], "line 2"),
+        ([good, {"response": "x", "answer": "a #### 1 #### 2"}], "line 2"),
+    ]:
+        write_lines(inp, lines)
+        args = ["grade", "--input", inp, "--output", out]
+        if "####" in json.dumps(lines[-1]):
+            args += ["--dataset", "gsm8k"]
+        expect_failure(bin_, args, needle, out)
+    with open(inp, "wb") as f:
+        f.write(b'{"response": "\xff\xfe", "answer": "1"}\n')
+    expect_failure(bin_, ["grade", "--input", inp, "--output", out], "line 1", out)
+    r = run(bin_, "grade", "--input", inp, "--output", out)
+    assert "\ufffd" not in r.stderr, f"error message is not valid UTF-8: {r.stderr!r}"
+    expect_failure(bin_, ["grade", "--input", os.path.join(tmp, "missing.jsonl"), "--output", out], "cannot open", out)
+    write_lines(inp, [good])
+    expect_failure(bin_, ["grade", "--input", inp, "--output", out, "--dataset", "aime2024"], "aime24", out)
+    expect_failure(bin_, ["grade", "--input", inp], "--output", out)
+    expect_failure(bin_, ["grade", "--input", inp, "--output", out, "--bogus", "1"], "unknown option", out)
+
+
+@case
+def failed_run_keeps_previous_output(bin_, tmp):
+    out = os.path.join(tmp, "keep.out.jsonl")
+    with open(out, "w") as f:
+        f.write("previous\n")
+    inp = os.path.join(tmp, "keep.jsonl")
+    write_lines(inp, [{"response": "\\boxed{1}", "answer": "1"}, "not json"])
+    r = run(bin_, "grade", "--input", inp, "--output", out)
+    assert r.returncode == 1 and "line 2" in r.stderr, (r.returncode, r.stderr)
+    assert open(out).read() == "previous\n", "output file was modified by a failed run"
+
+
+@case
+def help_and_usage(bin_, tmp):
+    r = run(bin_, "grade", "--help")
+    assert r.returncode == 0, r.stderr
+    for opt in ("--input", "--output", "--dataset", "--field", "gsm8k", "gpqa"):
+        assert opt in r.stdout, f"grade --help lacks {opt}: {r.stdout}"
+    r = run(bin_, "--help")
+    assert r.returncode == 0 and "grade" in r.stdout, (r.returncode, r.stdout)
+    r = run(bin_, "nosuchcommand")
+    assert r.returncode == 2 and "unknown subcommand" in r.stderr, (r.returncode, r.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for fn in [fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
+                   blank_lines_and_crlf_are_tolerated, dataset_and_field_options, shared_gpqa_through_the_cli,
+                   malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage]:
+            sub = os.path.join(tmp, fn.__name__)
+            os.makedirs(sub)
+            fn(a.bin, sub)
+    failed = [(n, e) for n, e in results if e]
+    for n, e in results:
+        print(f"{'FAIL' if e else 'ok  '} {n}" + (f": {e}" if e else ""))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
