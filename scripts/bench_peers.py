@@ -61,11 +61,12 @@ for ctx in cfg["contexts"]:
     t0 = time.perf_counter()
     llm.eval(ids)
     t1 = time.perf_counter()
-    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    last = lambda: int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
+    nxt = last()
     t2 = time.perf_counter()
     for i in range(cfg["decode_tokens"]):
         llm.eval([nxt])
-        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        nxt = last()
     t3 = time.perf_counter()
     out.append({"context": ctx, "prefill_tokens_per_s": ctx / (t1 - t0),
                 "decode_tokens_per_s": cfg["decode_tokens"] / (t3 - t2),
@@ -100,9 +101,11 @@ def main():
     cfg = {"model": a.model, "contexts": contexts, "decode_tokens": a.decode_tokens, "threads": a.threads,
            "seed": a.seed}
     res = {}
-    res["fkv"] = run_json([a.fkv_bin, "bench", "--model", a.model, "--contexts", a.contexts, "--decode-tokens",
-                           str(a.decode_tokens), "--threads", str(a.threads), "--repeats", str(a.fkv_repeats),
-                           "--json", "--log-level", "warn"])
+    for kv in ("f32", "f16"):
+        res["fkv" if kv == "f32" else "fkv_f16kv"] = run_json(
+            [a.fkv_bin, "bench", "--model", a.model, "--contexts", a.contexts, "--decode-tokens", str(a.decode_tokens),
+             "--threads", str(a.threads), "--repeats", str(a.fkv_repeats), "--kv-dtype", kv, "--json",
+             "--log-level", "warn"])
     peers = [p for p in a.peers.split(",") if p]
     if "hf" in peers:
         res["hf"] = run_json([a.hf_python, "-c", HF_CODE, json.dumps(cfg)])
@@ -112,16 +115,17 @@ def main():
                             text=True).stdout.strip()
     res["meta"] = {"model": os.path.basename(a.model), "threads": a.threads, "decode_tokens": a.decode_tokens,
                    "fkv_commit": commit, "nproc": os.cpu_count()}
-    names = ["fkv"] + [p for p in ("hf", "llamacpp") if p in res]
-    label = {"fkv": "fkv", "hf": "HF transformers", "llamacpp": "llama.cpp"}
+    names = ["fkv", "fkv_f16kv"] + [p for p in ("hf", "llamacpp") if p in res]
+    label = {"fkv": "fkv (fp32 KV)", "fkv_f16kv": "fkv (fp16 KV)", "hf": "HF transformers",
+             "llamacpp": "llama.cpp (fp16 KV)"}
     lines = [f"model {res['meta']['model']}, {a.threads} threads, {a.decode_tokens} decode tokens, fkv {commit}", "",
-             "| context | system | prefill tok/s | decode tok/s | peak RSS MiB | fkv decode ratio |",
+             "| context | system | prefill tok/s | decode tok/s | peak RSS MiB | fkv (fp32 KV) decode ratio |",
              "|---|---|---|---|---|---|"]
     for i, ctx in enumerate(contexts):
         fkv_dec = res["fkv"]["results"][i]["decode_tokens_per_s"]
         for n in names:
             r = res[n]["results"][i]
-            ratio = "" if n == "fkv" else f"{fkv_dec / r['decode_tokens_per_s']:.2f}x"
+            ratio = "" if n.startswith("fkv") else f"{fkv_dec / r['decode_tokens_per_s']:.2f}x"
             lines.append(f"| {ctx} | {label[n]} | {r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | "
                          f"{r['peak_rss_bytes'] / 1048576:.0f} | {ratio} |")
     print("\n".join(lines))

@@ -58,20 +58,22 @@ void KvCache::append(int64_t layer, const at::Tensor& k_new, const at::Tensor& v
   const int64_t* pn = pos_cpu.data_ptr<int64_t>();
   int64_t* pc = pos_[layer].data_ptr<int64_t>();
   const int64_t S = opt_.capacity, D = opt_.head_dim, H = opt_.n_head_kv;
-  const bool fast = opt_.device.is_cpu() && opt_.dtype == at::kFloat;
+  // CPU storage: convert the chunk once to the storage dtype, then memcpy rows (any element size).
+  const bool fast = opt_.device.is_cpu();
+  const size_t es = c10::elementSize(opt_.dtype);
   at::Tensor kc, vc;
   if (fast) {
-    kc = k_new.to(at::kCPU, at::kFloat).contiguous();
-    vc = v_new.to(at::kCPU, at::kFloat).contiguous();
+    kc = k_new.to(at::kCPU, opt_.dtype).contiguous();
+    vc = v_new.to(at::kCPU, opt_.dtype).contiguous();
   }
   for (int64_t s = 0; s < opt_.n_seq; ++s)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t l0 = len[s * H + h];
       if (fast) {
-        float* kd = k_[layer].data_ptr<float>() + ((s * H + h) * S + l0) * D;
-        float* vd = v_[layer].data_ptr<float>() + ((s * H + h) * S + l0) * D;
-        std::memcpy(kd, kc.data_ptr<float>() + (s * H + h) * T * D, sizeof(float) * T * D);
-        std::memcpy(vd, vc.data_ptr<float>() + (s * H + h) * T * D, sizeof(float) * T * D);
+        auto* kd = static_cast<uint8_t*>(k_[layer].data_ptr()) + ((s * H + h) * S + l0) * D * es;
+        auto* vd = static_cast<uint8_t*>(v_[layer].data_ptr()) + ((s * H + h) * S + l0) * D * es;
+        std::memcpy(kd, static_cast<const uint8_t*>(kc.data_ptr()) + (s * H + h) * T * D * es, es * T * D);
+        std::memcpy(vd, static_cast<const uint8_t*>(vc.data_ptr()) + (s * H + h) * T * D * es, es * T * D);
       } else {
         k_[layer][s][h].narrow(0, l0, T).copy_(k_new[s][h]);
         v_[layer][s][h].narrow(0, l0, T).copy_(v_new[s][h]);
@@ -86,15 +88,16 @@ void KvCache::compact(int64_t seq, int64_t layer, int64_t head, const std::vecto
   int64_t* len = len_[layer].data_ptr<int64_t>() + seq * H + head;
   int64_t* pc = pos_[layer].data_ptr<int64_t>() + (seq * H + head) * S;
   const int64_t n = static_cast<int64_t>(keep.size());
-  if (opt_.device.is_cpu() && opt_.dtype == at::kFloat) {
-    float* kd = k_[layer].data_ptr<float>() + (seq * H + head) * S * D;
-    float* vd = v_[layer].data_ptr<float>() + (seq * H + head) * S * D;
+  if (opt_.device.is_cpu()) {
+    const size_t row = c10::elementSize(opt_.dtype) * D;
+    auto* kd = static_cast<uint8_t*>(k_[layer].data_ptr()) + (seq * H + head) * S * row;
+    auto* vd = static_cast<uint8_t*>(v_[layer].data_ptr()) + (seq * H + head) * S * row;
     // keep is strictly increasing, so keep[i] >= i: moving forward in order never overwrites a source not yet read.
     for (int64_t i = 0; i < n; ++i) {
       const int64_t src = keep[i];
       if (src != i) {
-        std::memcpy(kd + i * D, kd + src * D, sizeof(float) * D);
-        std::memcpy(vd + i * D, vd + src * D, sizeof(float) * D);
+        std::memcpy(kd + i * row, kd + src * row, row);
+        std::memcpy(vd + i * row, vd + src * row, row);
       }
     }
   } else if (n > 0) {

@@ -30,6 +30,7 @@ const std::vector<OptionSpec> kCommon = {
     {"model", true, "model: .gguf file, HF directory, or registered name", ""},
     {"weights", true, "weight format in memory: native | f32 | bf16", "native"},
     {"threads", true, "CPU threads", "2"},
+    {"kv-dtype", true, "KV cache storage: f32 | f16", "f32"},
     {"log-level", true, "trace|debug|info|warn|error", "info"},
     {"help", false, "show this help", ""},
 };
@@ -84,7 +85,7 @@ int cmd_logits(const Args& a) {
   const int64_t T = static_cast<int64_t>(ids.size());
   const int64_t chunk = a.get_int("chunk", T);
   FKV_CHECK_ARG(chunk > 0, "--chunk must be positive, got {}", chunk);
-  fkv::cache::KvCache kv = m->make_cache(1, T);
+  fkv::cache::KvCache kv = m->make_cache(1, T, fkv::runtime::parse_kv_dtype(a.get("kv-dtype", "f32")));
   const int64_t V = m->config().n_vocab;
   std::vector<float> all(static_cast<size_t>(T * V));
   for (int64_t s = 0; s < T; s += chunk) {
@@ -107,6 +108,7 @@ int cmd_bench(const Args& a) {
   o.prefill_chunk = a.get_int("chunk", o.prefill_chunk);
   o.threads = a.get_int("threads", o.threads);
   o.repeats = a.get_int("repeats", o.repeats);
+  o.kv_dtype = a.get("kv-dtype", "f32");
   json r = fkv::runtime::run_bench(*m, o);
   if (a.flag("json")) {
     std::cout << r.dump() << "\n";
@@ -232,6 +234,7 @@ int cmd_generate(const Args& a) {
   o.max_new_tokens = a.get_int("max-new-tokens", 256);
   o.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   o.prefill_chunk = a.get_int("chunk", 512);
+  o.kv_f16 = fkv::runtime::parse_kv_dtype(a.get("kv-dtype", "f32")) == at::kHalf;
   if (a.flag("greedy") || !a.has("temperature")) {
     FKV_CHECK_ARG(!(a.flag("greedy") && a.has("temperature")), "--greedy and --temperature exclude each other");
     o.sampling = fkv::runtime::SamplingParams::greedy();

@@ -68,7 +68,8 @@ std::unique_ptr<Transformer> Transformer::load(const std::string& path, const Lo
   return std::make_unique<Transformer>(load_weights(path, opt));
 }
 
-cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity) const {
+cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity, at::ScalarType kv_dtype) const {
+  FKV_CHECK_ARG(kv_dtype == at::kFloat || kv_dtype == at::kHalf, "make_cache: KV dtype must be fp32 or fp16");
   const auto& c = config();
   cache::KvCacheOptions o;
   o.n_seq = n_seq;
@@ -76,6 +77,7 @@ cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity) const {
   o.n_head_kv = c.n_head_kv;
   o.head_dim = c.head_dim;
   o.capacity = capacity;
+  o.dtype = kv_dtype;
   return cache::KvCache(o);
 }
 
@@ -96,8 +98,9 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
                 "(n_seq {}, layers {}, kv heads {}, head_dim {}); create it with Transformer::make_cache",
                 cache.n_seq(), cache.n_layer(), cache.n_head_kv(), cache.head_dim(), n_seq, c.n_layer, c.n_head_kv,
                 c.head_dim);
-  FKV_CHECK_ARG(cache.options().device.is_cpu() && cache.options().dtype == at::kFloat,
-                "forward: the CPU runtime needs an fp32 CPU cache");
+  const at::ScalarType kv_dtype = cache.options().dtype;
+  FKV_CHECK_ARG(cache.options().device.is_cpu() && (kv_dtype == at::kFloat || kv_dtype == at::kHalf),
+                "forward: the CPU runtime needs a CPU cache in fp32 or fp16");
   const int64_t* idp = ids.data_ptr<int64_t>();
   const int64_t* posp = pos.data_ptr<int64_t>();
   for (int64_t i = 0; i < N; ++i) {
@@ -165,7 +168,7 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
       ops::AttentionArgs a;
       a.n_seq = n_seq; a.n_tok = T; a.n_head_q = Hq; a.n_head_kv = Hkv; a.head_dim = D;
       a.capacity = cache.capacity(); a.scale = scale;
-      a.q = qp; a.k = cache.k(l).data_ptr<float>(); a.v = cache.v(l).data_ptr<float>();
+      a.q = qp; a.k = cache.k(l).data_ptr(); a.v = cache.v(l).data_ptr(); a.kv_f16 = kv_dtype == at::kHalf;
       a.pos = cache.pos(l).data_ptr<int64_t>(); a.len = cache.lengths(l).data_ptr<int64_t>();
       a.qpos = posp; a.out = ap;
       ops::attention_decode_f32(a);
@@ -173,6 +176,10 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
       const int64_t S = cache.max_length(l);
       at::Tensor Q = q.view({n_seq, T, Hkv, G, D}).permute({0, 2, 3, 1, 4}).reshape({n_seq, Hkv, G * T, D});
       at::Tensor K = cache.k(l).narrow(2, 0, S), V = cache.v(l).narrow(2, 0, S);
+      if (kv_dtype != at::kFloat) {
+        K = K.to(at::kFloat);
+        V = V.to(at::kFloat);
+      }
       at::Tensor scores = at::matmul(Q, K.transpose(-1, -2)).mul_(scale);  // [n_seq, Hkv, G*T, S]
       at::Tensor slot = at::arange(S, at::kLong);
       at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).unsqueeze(-1);                      // [n, Hkv, S]

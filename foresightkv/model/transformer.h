@@ -41,8 +41,9 @@ class Transformer {
   const io::ModelConfig& config() const { return weights_->config; }
   const Weights& weights() const { return *weights_; }
 
-  /// A cache shaped for this model.
-  cache::KvCache make_cache(int64_t n_seq, int64_t capacity) const;
+  /// A cache shaped for this model. kv_dtype: at::kFloat (exact) or at::kHalf (half the bytes; the
+  /// decode kernel converts on load, so attention math stays fp32).
+  cache::KvCache make_cache(int64_t n_seq, int64_t capacity, at::ScalarType kv_dtype = at::kFloat) const;
 
   /// ids, pos: [n_seq, T] int64. Appends the chunk's K/V to `cache` and returns logits
   /// [n_seq, T, V] (All), [n_seq, V] (Last) or an undefined tensor (None), fp32.

@@ -10,8 +10,9 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/io/quant.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -63,6 +64,38 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
   }
 #endif
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+/// fp16 row variants: K/V rows stored as IEEE half, converted to fp32 in registers (F16C).
+inline float dot(const float* a, const uint16_t* b, int64_t n) {
+#if defined(__F16C__) && defined(__FMA__)
+  if (n % 8 == 0) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i),
+                            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i))), acc);
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+  }
+#endif
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * io::fp16_to_fp32(b[i]);
+  return s;
+}
+
+inline void axpy(float* y, float a, const uint16_t* x, int64_t n) {
+#if defined(__F16C__) && defined(__FMA__)
+  if (n % 8 == 0) {
+    const __m256 va = _mm256_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))),
+                                              _mm256_loadu_ps(y + i)));
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] += a * io::fp16_to_fp32(x[i]);
 }
 
 #ifdef __AVX512F__
@@ -143,39 +176,102 @@ inline float exp_sum(float* r, int64_t len, float mx) {
 
 }  // namespace
 
-void attention_decode_f32(const AttentionArgs& a) {
+namespace {
+template <typename KV>
+void attention_decode_impl(const AttentionArgs& a) {
   FKV_CHECK_ARG(a.n_head_q % a.n_head_kv == 0, "attention: Hq {} not a multiple of Hkv {}", a.n_head_q, a.n_head_kv);
   const int64_t G = a.n_head_q / a.n_head_kv, D = a.head_dim, S = a.capacity;
   const int64_t Hq = a.n_head_q, Hkv = a.n_head_kv, T = a.n_tok;
-  // One work item = (sequence, query token, query head): Hq items per token balance 2 threads well
-  // (SmolLM2 9, Qwen2.5-0.5B 14); a KV head's rows are re-read by its G heads from L2.
-  const int64_t n_items = a.n_seq * T * Hq;
-  at::parallel_for(0, n_items, 1, [&](int64_t b, int64_t e) {
+  // Work item = (sequence, token, KV head, key split). The G query heads of a KV head are processed
+  // together so every cached K/V row is read from memory once per token (decode is bound by reading
+  // the cache). Long caches are split into key ranges (flash-decoding) so both threads stay busy even
+  // with few KV heads; each split keeps a running max m, sum l and unnormalized output o per head,
+  // merged afterwards: out = sum_i e^(m_i - M) o_i / sum_i e^(m_i - M) l_i.
+  const int64_t n_units = a.n_seq * T * Hkv;
+  int64_t max_len = 0;
+  for (int64_t i = 0; i < a.n_seq * Hkv; ++i) max_len = std::max(max_len, a.len[i]);
+  const int64_t threads = at::get_num_threads();
+  constexpr int64_t kMinKeysPerSplit = 256;  // below this, merge overhead beats the parallelism gained
+  int64_t n_split = 1;
+  if (n_units < 2 * threads) n_split = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_units - 1) / n_units,
+                                                                               max_len / kMinKeysPerSplit));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  // partials per (unit, split, head-in-group): m, l and o[D]
+  std::vector<float> part_m(static_cast<size_t>(n_units * n_split * G), neg_inf);
+  std::vector<float> part_l(static_cast<size_t>(n_units * n_split * G), 0.f);
+  std::vector<float> part_o(static_cast<size_t>(n_units * n_split * G * D), 0.f);
+  at::parallel_for(0, n_units * n_split, 1, [&](int64_t b, int64_t e) {
     std::vector<float> scores;
     for (int64_t it = b; it < e; ++it) {
-      const int64_t h = it % Hq, t = (it / Hq) % T, s = it / (Hq * T);
-      const int64_t g = h / G;
+      const int64_t split = it % n_split, unit = it / n_split;
+      const int64_t g = unit % Hkv, t = (unit / Hkv) % T, s = unit / (Hkv * T);
       const int64_t len = a.len[s * Hkv + g];
+      const int64_t j0 = len * split / n_split, j1 = len * (split + 1) / n_split, n = j1 - j0;
+      if (n <= 0) continue;
       const int64_t qp = a.qpos[s * T + t];
-      const float* kb = a.k + (s * Hkv + g) * S * D;
-      const float* vb = a.v + (s * Hkv + g) * S * D;
+      const KV* kb = static_cast<const KV*>(a.k) + (s * Hkv + g) * S * D;
+      const KV* vb = static_cast<const KV*>(a.v) + (s * Hkv + g) * S * D;
       const int64_t* pb = a.pos + (s * Hkv + g) * S;
-      const float* qh = a.q + ((s * T + t) * Hq + h) * D;
-      float* o = a.out + ((s * T + t) * Hq + h) * D;
-      for (int64_t d = 0; d < D; ++d) o[d] = 0.f;
-      scores.resize(static_cast<size_t>(len));
-      float* r = scores.data();
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < len; ++j) {
-        r[j] = pb[j] <= qp ? dot(qh, kb + j * D, D) * a.scale : -std::numeric_limits<float>::infinity();
-        mx = std::max(mx, r[j]);
+      const float* qg = a.q + ((s * T + t) * Hq + g * G) * D;  // the G query heads of KV head g
+      scores.resize(static_cast<size_t>(G * n));
+      float* sc = scores.data();
+      for (int64_t j = 0; j < n; ++j) {
+        const KV* kr = kb + (j0 + j) * D;
+        const bool visible = pb[j0 + j] <= qp;
+        for (int64_t h = 0; h < G; ++h) sc[h * n + j] = visible ? dot(qg + h * D, kr, D) * a.scale : neg_inf;
       }
-      if (mx == -std::numeric_limits<float>::infinity()) continue;  // nothing visible: zero output
-      const float inv = 1.f / exp_sum(r, len, mx);
-      for (int64_t j = 0; j < len; ++j)
-        if (r[j] != 0.f) axpy(o, r[j] * inv, vb + j * D, D);
+      float* pm = part_m.data() + it * G;
+      float* pl = part_l.data() + it * G;
+      float* po = part_o.data() + it * G * D;
+      bool any = false;
+      for (int64_t h = 0; h < G; ++h) {
+        float mx = neg_inf;
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[h * n + j]);
+        pm[h] = mx;
+        if (mx == neg_inf) continue;
+        pl[h] = exp_sum(sc + h * n, n, mx);
+        any = true;
+      }
+      if (!any) continue;
+      for (int64_t j = 0; j < n; ++j) {
+        const KV* vr = vb + (j0 + j) * D;
+        for (int64_t h = 0; h < G; ++h) {
+          const float p = sc[h * n + j];
+          if (p != 0.f) axpy(po + h * D, p, vr, D);
+        }
+      }
     }
   });
+  // merge splits
+  for (int64_t unit = 0; unit < n_units; ++unit) {
+    const int64_t g = unit % Hkv, t = (unit / Hkv) % T, s = unit / (Hkv * T);
+    for (int64_t h = 0; h < G; ++h) {
+      float* o = a.out + ((s * T + t) * Hq + g * G + h) * D;
+      float M = neg_inf;
+      for (int64_t sp = 0; sp < n_split; ++sp) M = std::max(M, part_m[(unit * n_split + sp) * G + h]);
+      for (int64_t d = 0; d < D; ++d) o[d] = 0.f;
+      if (M == neg_inf) continue;  // nothing visible: zero output
+      float L = 0.f;
+      for (int64_t sp = 0; sp < n_split; ++sp) {
+        const int64_t idx = (unit * n_split + sp) * G + h;
+        if (part_m[idx] == neg_inf) continue;
+        const float w = std::exp(part_m[idx] - M);
+        L += w * part_l[idx];
+        axpy(o, w, part_o.data() + idx * D, D);
+      }
+      const float inv = 1.f / L;
+      for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+    }
+  }
+}
+}  // namespace
+
+void attention_decode_f32(const AttentionArgs& a) {
+  if (a.kv_f16) {
+    attention_decode_impl<uint16_t>(a);
+  } else {
+    attention_decode_impl<float>(a);
+  }
 }
 
 }  // namespace fkv::ops

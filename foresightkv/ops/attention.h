@@ -12,8 +12,9 @@ struct AttentionArgs {
   int64_t capacity = 0;       // S: slot stride of the cache
   float scale = 1.f;
   const float* q = nullptr;   // [n_seq, n_tok, Hq, D]  (token-major, as projected)
-  const float* k = nullptr;   // [n_seq, Hkv, S, D]
-  const float* v = nullptr;   // [n_seq, Hkv, S, D]
+  const void* k = nullptr;    // [n_seq, Hkv, S, D], fp32, or IEEE fp16 when kv_f16
+  const void* v = nullptr;    // [n_seq, Hkv, S, D], same type as k
+  bool kv_f16 = false;        // K/V stored as fp16 (half the cache bytes; converted to fp32 on load)
   const int64_t* pos = nullptr;   // [n_seq, Hkv, S]
   const int64_t* len = nullptr;   // [n_seq, Hkv]
   const int64_t* qpos = nullptr;  // [n_seq, n_tok]
@@ -21,6 +22,6 @@ struct AttentionArgs {
 };
 
 /// Threads over (sequence, query head) via ATen's pool.
-void attention_decode_f32(const AttentionArgs& a);
+void attention_decode_f32(const AttentionArgs& a);  // fp32 math; K/V fp32 or fp16
 
 }  // namespace fkv::ops

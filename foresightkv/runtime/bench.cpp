@@ -31,6 +31,12 @@ int64_t current_rss_bytes() {
   return rss * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
+at::ScalarType parse_kv_dtype(const std::string& s) {
+  if (s == "f32") return at::kFloat;
+  if (s == "f16") return at::kHalf;
+  FKV_THROW_KIND(1, "unknown KV cache dtype '{}'; expected f32 or f16", s);
+}
+
 json run_bench(const model::Transformer& m, const BenchOptions& opt) {
   FKV_CHECK_ARG(opt.threads > 0, "bench: --threads must be positive");
   FKV_CHECK_ARG(opt.decode_tokens > 0 && opt.prefill_chunk > 0, "bench: decode tokens and chunk must be positive");
@@ -46,7 +52,7 @@ json run_bench(const model::Transformer& m, const BenchOptions& opt) {
     for (auto& t : ids) t = dist(rng);
     double best_prefill = 0, best_decode = 0;
     for (int64_t rep = 0; rep < std::max<int64_t>(1, opt.repeats); ++rep) {
-      cache::KvCache kv = m.make_cache(1, ctx + opt.decode_tokens);
+      cache::KvCache kv = m.make_cache(1, ctx + opt.decode_tokens, parse_kv_dtype(opt.kv_dtype));
       double t0 = now_s();
       at::Tensor last;
       for (int64_t s = 0; s < ctx; s += opt.prefill_chunk) {
@@ -78,7 +84,7 @@ json run_bench(const model::Transformer& m, const BenchOptions& opt) {
   for (const auto& [name, count] : m.weights().type_summary()) types[name] = count;
   return {{"results", results},
           {"model", m.weights().source_path},
-          {"dtype_path", {{"activations", "f32"}, {"kv_cache", "f32"}, {"weights", types}}},
+          {"dtype_path", {{"activations", "f32"}, {"kv_cache", opt.kv_dtype}, {"weights", types}}},
           {"threads", opt.threads},
           {"prefill_chunk", opt.prefill_chunk},
           {"repeats", opt.repeats},

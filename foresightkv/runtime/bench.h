@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <ATen/core/ScalarType.h>
 #include <vector>
 
 #include "foresightkv/core/json.h"
@@ -17,11 +18,15 @@ struct BenchOptions {
   int64_t threads = 2;
   uint64_t seed = 0;
   int64_t repeats = 1;  // best of N for each measurement
+  std::string kv_dtype = "f32";  // "f32" | "f16"
 };
 
 /// Runs the benchmark and returns {"results": [{context, prefill_tokens_per_s, decode_tokens_per_s,
 /// peak_rss_bytes, ...}], "model", "dtype_path", "threads", ...}.
 json run_bench(const model::Transformer& m, const BenchOptions& opt);
+
+/// "f32" -> kFloat, "f16" -> kHalf; throws InvalidArgument otherwise.
+at::ScalarType parse_kv_dtype(const std::string& s);
 
 /// Peak resident set size of this process so far (bytes).
 int64_t peak_rss_bytes();

@@ -44,7 +44,8 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
   Sampler sampler(opt.sampling, tokenizer_.vocab_size());
   const int64_t pad_id = eos.empty() ? 0 : eos.front();
-  cache::KvCache kv = model_.make_cache(n_seq, max_prompt + opt.max_new_tokens + opt.prefill_chunk);
+  cache::KvCache kv = model_.make_cache(n_seq, max_prompt + opt.max_new_tokens + opt.prefill_chunk,
+                                       opt.kv_f16 ? at::kHalf : at::kFloat);
 
   std::vector<GenerationResult> res(n_seq);
   std::vector<text::StreamDecoder> decoders;

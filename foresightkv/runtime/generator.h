@@ -24,6 +24,7 @@ struct GenerateOptions {
   std::vector<std::string> stop_strings;  // stop when the generated text contains one (kept in text)
   int64_t prefill_chunk = 512;
   bool skip_special_tokens = true;        // for the returned text and the stream
+  bool kv_f16 = false;                    // fp16 KV cache (half the bytes) instead of fp32
 };
 
 struct GenerationResult {

@@ -7,17 +7,29 @@
 
 #include <random>
 
+#include "foresightkv/io/quant.h"
 #include "foresightkv/ops/attention.h"
 
 namespace {
 
-void run_case(int64_t n_seq, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t S, uint64_t seed) {
+void run_case(int64_t n_seq, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t S, uint64_t seed,
+              bool f16 = false) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> q(n_seq * T * Hq * D), k(n_seq * Hkv * S * D), v(n_seq * Hkv * S * D);
   for (auto& x : q) x = 2.f * nd(rng);
   for (auto& x : k) x = nd(rng);
   for (auto& x : v) x = nd(rng);
+  // fp16 storage: the reference uses the fp16-rounded values, the kernel reads the fp16 bits.
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  if (f16) {
+    for (size_t i = 0; i < k.size(); ++i) {
+      k16[i] = fkv::io::fp32_to_fp16(k[i]);
+      k[i] = fkv::io::fp16_to_fp32(k16[i]);
+      v16[i] = fkv::io::fp32_to_fp16(v[i]);
+      v[i] = fkv::io::fp16_to_fp32(v16[i]);
+    }
+  }
   std::vector<int64_t> len(n_seq * Hkv), pos(n_seq * Hkv * S, -1), qpos(n_seq * T);
   for (int64_t s = 0; s < n_seq; ++s) {
     for (int64_t t = 0; t < T; ++t) qpos[s * T + t] = 3 * S + t - static_cast<int64_t>(rng() % 2) * S;
@@ -35,7 +47,8 @@ void run_case(int64_t n_seq, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int6
   fkv::ops::AttentionArgs a;
   a.n_seq = n_seq; a.n_tok = T; a.n_head_q = Hq; a.n_head_kv = Hkv; a.head_dim = D; a.capacity = S;
   a.scale = 1.f / std::sqrt(static_cast<float>(D));
-  a.q = q.data(); a.k = k.data(); a.v = v.data(); a.pos = pos.data(); a.len = len.data(); a.qpos = qpos.data();
+  a.q = q.data(); a.k = f16 ? static_cast<const void*>(k16.data()) : k.data();
+  a.v = f16 ? static_cast<const void*>(v16.data()) : v.data(); a.kv_f16 = f16; a.pos = pos.data(); a.len = len.data(); a.qpos = qpos.data();
   a.out = out.data();
   fkv::ops::attention_decode_f32(a);
   const int64_t G = Hq / Hkv;
@@ -81,5 +94,12 @@ TEST_CASE("decode attention kernel equals a naive reference", "[unit][model][ops
   for (int64_t D : {16, 64, 14})
     for (auto [Hq, Hkv] : std::vector<std::pair<int64_t, int64_t>>{{4, 4}, {6, 3}, {6, 2}, {8, 2}})
       run_case(2, 3, Hq, Hkv, D, 37, seed++);
-  run_case(1, 1, 9, 3, 64, 1500, 99);  // SmolLM2 shape, long cache
+  run_case(1, 1, 9, 3, 64, 1500, 99);  // SmolLM2 shape, long cache (split over key ranges)
+  run_case(2, 2, 14, 2, 64, 700, 5);   // Qwen2.5-0.5B shape
+}
+
+TEST_CASE("decode attention kernel with an fp16 KV cache", "[unit][model][ops]") {
+  run_case(2, 3, 6, 2, 64, 37, 11, true);
+  run_case(1, 1, 9, 3, 64, 1500, 12, true);
+  run_case(1, 2, 4, 4, 14, 50, 13, true);  // scalar fallback (D not a multiple of 8)
 }
