@@ -138,13 +138,69 @@ def bad_input_gives_clear_errors(bin_, tmp):
     expect_failure(bin_, ["logits", "--model", gg, "--ids", "1,x", "--out", out], "not an integer", out)
 
 
+@case
+def tokenize_detokenize_jsonl_contract(bin_, tmp):
+    tok = os.path.join(ROOT, "..", "shared", "data", "tokenizers", "qwen3")
+    if not os.path.isdir(tok):
+        tok = SMOL
+    if not os.path.exists(tok):
+        return
+    texts = ["Hello world", "<|im_start|>user\n2+2=?<|im_end|>", "  spaces\n\nand 12345 digits", "emoji 😀 ok"]
+    inp, ids_out, txt_out = (os.path.join(tmp, n) for n in ("in.jsonl", "ids.jsonl", "texts.jsonl"))
+    with open(inp, "w") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+    r = run(bin_, "tokenize", "--tokenizer", tok, "--input", inp, "--output", ids_out)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in open(ids_out)]
+    assert len(rows) == len(texts) and all(isinstance(x["ids"], list) and x["ids"] for x in rows)
+    r = run(bin_, "tokenize", "--tokenizer", tok, "--text", texts[0])
+    assert r.returncode == 0 and [int(x) for x in r.stdout.strip().split(",")] == rows[0]["ids"], r.stdout
+    with open(os.path.join(tmp, "ids_in.jsonl"), "w") as f:
+        for x in rows:
+            f.write(json.dumps({"ids": x["ids"]}) + "\n")
+    r = run(bin_, "detokenize", "--tokenizer", tok, "--input", os.path.join(tmp, "ids_in.jsonl"), "--output", txt_out)
+    assert r.returncode == 0, r.stderr
+    back = [json.loads(l)["text"] for l in open(txt_out)]
+    assert back == texts, back
+    # bad input: a line that is not JSON -> exit 1, no output file
+    bad = os.path.join(tmp, "bad.jsonl")
+    open(bad, "w").write('{"text": "ok"}\nnot json\n')
+    out = os.path.join(tmp, "never.jsonl")
+    expect_failure(bin_, ["tokenize", "--tokenizer", tok, "--input", bad, "--output", out], "line 2", out)
+
+
+@case
+def generate_json_contract(bin_, tmp):
+    if not os.path.exists(SMOL):
+        return
+    r = run(bin_, "generate", "--model", SMOL, "--chat", "What is the capital of France? Answer in one sentence.",
+            "--greedy", "--max-new-tokens", "16", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    for k in ("prompt_ids", "ids", "text", "finish_reason", "tokens_per_s"):
+        assert k in j, f"generate --json lacks {k}"
+    assert j["finish_reason"] in ("eos", "length", "stop_string") and j["ids"]
+    assert "Paris" in j["text"], j["text"]
+    r = run(bin_, "generate", "--model", SMOL, "--prompt", "Once upon a time", "--temperature", "0.7", "--top-k", "20",
+            "--top-p", "0.9", "--seed", "3", "--max-new-tokens", "8", "--num-sequences", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    seqs = [json.loads(l) for l in r.stdout.strip().splitlines()]
+    assert len(seqs) == 2 and all(len(x["ids"]) <= 8 for x in seqs)
+    r2 = run(bin_, "generate", "--model", SMOL, "--prompt", "Once upon a time", "--temperature", "0.7", "--top-k", "20",
+             "--top-p", "0.9", "--seed", "3", "--max-new-tokens", "8", "--json")
+    assert json.loads(r2.stdout.strip().splitlines()[0])["ids"] == seqs[0]["ids"], "seeded sampling not reproducible"
+    expect_failure(bin_, ["generate", "--model", SMOL, "--prompt", "a", "--chat", "b"], "exactly one")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for fn in [info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
-                   bench_json_contract, bad_input_gives_clear_errors]:
+                   bench_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
+                   generate_json_contract]:
             fn(a.bin, tmp)
     failed = [(n, e) for n, e in results if e]
     for n, e in results:
