@@ -100,33 +100,40 @@ struct GgufSource {
   bool has(const std::string& name) const { return f->find_tensor(name) != nullptr; }
 };
 
-std::shared_ptr<Weights> load_gguf(const std::string& path) {
-  auto w = std::make_shared<Weights>();
-  GgufSource src{std::make_shared<io::GgufFile>(path)};
-  w->config = io::config_from_gguf(*src.f);
-  w->config.validate();
-  w->file_owner = src.f;
-  w->format = "gguf";
-  const auto& c = w->config;
+// ---- per-layer tensors, shared by both formats -------------------------------------------------
+struct TensorNames {
+  const char* layer_prefix;
+  const char *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *ffn_norm, *gate, *up, *down;
+};
+constexpr TensorNames kGgufNames = {"blk.", "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                                    "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                                    "attn_output.bias", "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight",
+                                    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+constexpr TensorNames kHfNames = {"model.layers.", "input_layernorm.weight", "self_attn.q_proj.weight",
+                                  "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                                  "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+                                  "self_attn.o_proj.bias", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+                                  "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                                  "mlp.down_proj.weight"};
+
+/// Load every layer from `src` (GgufSource or StSource) with the format's tensor names, checking each
+/// shape against the config. `permuted`: llama GGUF Q/K rows (and biases) are un-permuted.
+template <class Src>
+void load_layers(const Src& src, Weights& w, const TensorNames& n, bool permuted) {
+  const auto& c = w.config;
   const int64_t D = c.head_dim;
-  w->tok_embd = src.matrix("token_embd.weight");
-  check_shape(w->tok_embd, c.n_vocab, c.hidden);
-  if (src.has("output.weight")) {
-    w->output = src.matrix("output.weight");
-    check_shape(w->output, c.n_vocab, c.hidden);
-  } else {
-    w->output = w->tok_embd;
-  }
-  w->out_norm = src.vec("output_norm.weight", c.hidden);
-  const bool permuted = c.arch == io::Arch::Llama;
+  auto unpermute_bias = [&](const at::Tensor& b, int64_t heads) {
+    // GGUF element 2j is HF element j, 2j+1 is j + D/2: view [heads, D/2, 2] and swap the last two axes.
+    return permuted ? b.view({heads, D / 2, 2}).transpose(1, 2).reshape({-1}).contiguous() : b;
+  };
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
+    const std::string p = n.layer_prefix + std::to_string(l) + ".";
     LayerWeights L;
-    L.attn_norm = src.vec(p + "attn_norm.weight", c.hidden);
-    L.wq = src.matrix(p + "attn_q.weight");
-    L.wk = src.matrix(p + "attn_k.weight");
-    L.wv = src.matrix(p + "attn_v.weight");
-    L.wo = src.matrix(p + "attn_output.weight");
+    L.attn_norm = src.vec(p + n.attn_norm, c.hidden);
+    L.wq = src.matrix(p + n.wq);
+    L.wk = src.matrix(p + n.wk);
+    L.wv = src.matrix(p + n.wv);
+    L.wo = src.matrix(p + n.wo);
     check_shape(L.wq, c.n_head_q * D, c.hidden);
     check_shape(L.wk, c.n_head_kv * D, c.hidden);
     check_shape(L.wv, c.n_head_kv * D, c.hidden);
@@ -136,28 +143,44 @@ std::shared_ptr<Weights> load_gguf(const std::string& path) {
       L.wk = unpermute_rows(L.wk, c.n_head_kv);
     }
     if (c.qkv_bias) {
-      L.bq = src.vec(p + "attn_q.bias", c.n_head_q * D);
-      L.bk = src.vec(p + "attn_k.bias", c.n_head_kv * D);
-      L.bv = src.vec(p + "attn_v.bias", c.n_head_kv * D);
-      if (permuted) {
-        L.bq = L.bq.view({c.n_head_q, D / 2, 2}).transpose(1, 2).reshape({-1}).contiguous();
-        L.bk = L.bk.view({c.n_head_kv, D / 2, 2}).transpose(1, 2).reshape({-1}).contiguous();
-      }
+      L.bq = unpermute_bias(src.vec(p + n.bq, c.n_head_q * D), c.n_head_q);
+      L.bk = unpermute_bias(src.vec(p + n.bk, c.n_head_kv * D), c.n_head_kv);
+      L.bv = src.vec(p + n.bv, c.n_head_kv * D);
     }
-    if (c.o_bias) L.bo = src.vec(p + "attn_output.bias", c.hidden);
+    if (c.o_bias) L.bo = src.vec(p + n.bo, c.hidden);
     if (c.qk_norm) {
-      L.q_norm = src.vec(p + "attn_q_norm.weight", D);
-      L.k_norm = src.vec(p + "attn_k_norm.weight", D);
+      L.q_norm = src.vec(p + n.q_norm, D);
+      L.k_norm = src.vec(p + n.k_norm, D);
     }
-    L.ffn_norm = src.vec(p + "ffn_norm.weight", c.hidden);
-    L.w_gate = src.matrix(p + "ffn_gate.weight");
-    L.w_up = src.matrix(p + "ffn_up.weight");
-    L.w_down = src.matrix(p + "ffn_down.weight");
+    L.ffn_norm = src.vec(p + n.ffn_norm, c.hidden);
+    L.w_gate = src.matrix(p + n.gate);
+    L.w_up = src.matrix(p + n.up);
+    L.w_down = src.matrix(p + n.down);
     check_shape(L.w_gate, c.ffn_hidden, c.hidden);
     check_shape(L.w_up, c.ffn_hidden, c.hidden);
     check_shape(L.w_down, c.hidden, c.ffn_hidden);
-    w->layers.push_back(std::move(L));
+    w.layers.push_back(std::move(L));
   }
+}
+
+std::shared_ptr<Weights> load_gguf(const std::string& path) {
+  auto w = std::make_shared<Weights>();
+  GgufSource src{std::make_shared<io::GgufFile>(path)};
+  w->config = io::config_from_gguf(*src.f);
+  w->config.validate();
+  w->file_owner = src.f;
+  w->format = "gguf";
+  const auto& c = w->config;
+  w->tok_embd = src.matrix("token_embd.weight");
+  check_shape(w->tok_embd, c.n_vocab, c.hidden);
+  if (src.has("output.weight")) {
+    w->output = src.matrix("output.weight");
+    check_shape(w->output, c.n_vocab, c.hidden);
+  } else {
+    w->output = w->tok_embd;
+  }
+  w->out_norm = src.vec("output_norm.weight", c.hidden);
+  load_layers(src, *w, kGgufNames, /*permuted=*/c.arch == io::Arch::Llama);
   return w;
 }
 
@@ -217,7 +240,6 @@ std::shared_ptr<Weights> load_safetensors(const std::string& dir) {
   w->file_owner = src.ck;
   w->format = "safetensors";
   const auto& c = w->config;
-  const int64_t D = c.head_dim;
   w->tok_embd = src.matrix("model.embed_tokens.weight");
   check_shape(w->tok_embd, c.n_vocab, c.hidden);
   if (c.tie_embeddings) {
@@ -229,37 +251,7 @@ std::shared_ptr<Weights> load_safetensors(const std::string& dir) {
     check_shape(w->output, c.n_vocab, c.hidden);
   }
   w->out_norm = src.vec("model.norm.weight", c.hidden);
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerWeights L;
-    L.attn_norm = src.vec(p + "input_layernorm.weight", c.hidden);
-    L.wq = src.matrix(p + "self_attn.q_proj.weight");
-    L.wk = src.matrix(p + "self_attn.k_proj.weight");
-    L.wv = src.matrix(p + "self_attn.v_proj.weight");
-    L.wo = src.matrix(p + "self_attn.o_proj.weight");
-    check_shape(L.wq, c.n_head_q * D, c.hidden);
-    check_shape(L.wk, c.n_head_kv * D, c.hidden);
-    check_shape(L.wv, c.n_head_kv * D, c.hidden);
-    check_shape(L.wo, c.hidden, c.n_head_q * D);
-    if (c.qkv_bias) {
-      L.bq = src.vec(p + "self_attn.q_proj.bias", c.n_head_q * D);
-      L.bk = src.vec(p + "self_attn.k_proj.bias", c.n_head_kv * D);
-      L.bv = src.vec(p + "self_attn.v_proj.bias", c.n_head_kv * D);
-    }
-    if (c.o_bias) L.bo = src.vec(p + "self_attn.o_proj.bias", c.hidden);
-    if (c.qk_norm) {
-      L.q_norm = src.vec(p + "self_attn.q_norm.weight", D);
-      L.k_norm = src.vec(p + "self_attn.k_norm.weight", D);
-    }
-    L.ffn_norm = src.vec(p + "post_attention_layernorm.weight", c.hidden);
-    L.w_gate = src.matrix(p + "mlp.gate_proj.weight");
-    L.w_up = src.matrix(p + "mlp.up_proj.weight");
-    L.w_down = src.matrix(p + "mlp.down_proj.weight");
-    check_shape(L.w_gate, c.ffn_hidden, c.hidden);
-    check_shape(L.w_up, c.ffn_hidden, c.hidden);
-    check_shape(L.w_down, c.hidden, c.ffn_hidden);
-    w->layers.push_back(std::move(L));
-  }
+  load_layers(src, *w, kHfNames, /*permuted=*/false);
   return w;
 }
 
