@@ -6,32 +6,18 @@ a message naming the line, no output file).
 Run by ctest: python tests/cli/test_fkv_eval.py --bin build/bin/fkv-eval
 Prints "N passed, M failed" and exits non-zero on failure. Standard library only.
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import run, run_all  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_EVAL = os.path.join(os.environ.get("FKV_DATA_DIR") or os.path.join(ROOT, "..", "shared", "data"), "eval")
 ADDED = ["extracted", "correct", "strict_extracted", "strict_correct"]
-results = []
 
 
-def run(bin_, *args):
-    return subprocess.run([bin_, *args], capture_output=True, text=True, errors="replace", timeout=120)
-
-
-def case(fn):
-    def wrapper(bin_, tmp):
-        try:
-            fn(bin_, tmp)
-            results.append((fn.__name__, None))
-        except AssertionError as e:
-            results.append((fn.__name__, str(e) or "assertion failed"))
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
 
 def write_lines(path, lines):
@@ -66,7 +52,6 @@ def expect_failure(bin_, args, needle, out=None):
         assert not leftovers, f"temporary files left behind: {leftovers}"
 
 
-@case
 def fields_and_order_are_kept(bin_, tmp):
     rows = [
         {"id": 7, "meta": {"b": 1, "a": [1, 2]}, "response": "so \\boxed{\\dfrac{3}{4}}", "answer": "\\frac{3}{4}",
@@ -88,7 +73,6 @@ def fields_and_order_are_kept(bin_, tmp):
     assert [o["strict_extracted"] for o in out] == ["\\frac{3}{4}", "", ""]
 
 
-@case
 def summary_line(bin_, tmp):
     rows = [{"response": "\\boxed{5}", "answer": "5"}, {"response": "The answer is 5.", "answer": "5"},
             {"response": "\\boxed{6}", "answer": "5"}, {"response": "\\boxed{5", "answer": "5"}]
@@ -99,14 +83,12 @@ def summary_line(bin_, tmp):
     assert abs(summary["strict_accuracy"] - 0.25) < 1e-12, summary
 
 
-@case
 def empty_input_gives_empty_output(bin_, tmp):
     summary, out = grade(bin_, tmp, [], name="empty")
     assert summary == {"n": 0, "accuracy": None, "strict_accuracy": None}, summary
     assert out == []
 
 
-@case
 def blank_lines_and_crlf_are_tolerated(bin_, tmp):
     inp, out = os.path.join(tmp, "blank.jsonl"), os.path.join(tmp, "blank.out.jsonl")
     with open(inp, "wb") as f:
@@ -117,7 +99,6 @@ def blank_lines_and_crlf_are_tolerated(bin_, tmp):
     assert [o["correct"] for o in read_jsonl(out)] == [True, True]
 
 
-@case
 def dataset_and_field_options(bin_, tmp):
     rows = [{"generation": "\\boxed{1,234}", "answer": "She earns 1,000 + 234.\n#### 1,234"},
             {"generation": "she gets 18 dollars", "answer": "#### 18"}]
@@ -137,7 +118,6 @@ def dataset_and_field_options(bin_, tmp):
         assert summary["accuracy"] == 1.0, (ds, summary)
 
 
-@case
 def shared_gpqa_through_the_cli(bin_, tmp):
     path = os.path.join(SHARED_EVAL, "gpqa.jsonl")
     if not os.path.exists(path):
@@ -150,7 +130,6 @@ def shared_gpqa_through_the_cli(bin_, tmp):
     assert [o["input"] for o in out] == [r["input"] for r in src]
 
 
-@case
 def malformed_input_fails_cleanly(bin_, tmp):
     good = {"response": "\\boxed{1}", "answer": "1"}
     out = os.path.join(tmp, "bad.out.jsonl")
@@ -181,7 +160,6 @@ def malformed_input_fails_cleanly(bin_, tmp):
     expect_failure(bin_, ["grade", "--input", inp, "--output", out, "--bogus", "1"], "unknown option", out)
 
 
-@case
 def failed_run_keeps_previous_output(bin_, tmp):
     out = os.path.join(tmp, "keep.out.jsonl")
     with open(out, "w") as f:
@@ -193,7 +171,6 @@ def failed_run_keeps_previous_output(bin_, tmp):
     assert open(out).read() == "previous\n", "output file was modified by a failed run"
 
 
-@case
 def help_and_usage(bin_, tmp):
     r = run(bin_, "grade", "--help")
     assert r.returncode == 0, r.stderr
@@ -206,21 +183,9 @@ def help_and_usage(bin_, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for fn in [fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
+    return run_all([fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
                    blank_lines_and_crlf_are_tolerated, dataset_and_field_options, shared_gpqa_through_the_cli,
-                   malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage]:
-            sub = os.path.join(tmp, fn.__name__)
-            os.makedirs(sub)
-            fn(a.bin, sub)
-    failed = [(n, e) for n, e in results if e]
-    for n, e in results:
-        print(f"{'FAIL' if e else 'ok  '} {n}" + (f": {e}" if e else ""))
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+                   malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage])
 
 
 if __name__ == "__main__":

@@ -4,28 +4,18 @@
 Run by ctest: python tests/cli/test_fkv_model.py --bin build/bin/fkv-model
 Prints "N passed, M failed" and exits non-zero on failure.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile
+import json, os, shutil, sys
+
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import run, run_all  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "tests", "data", "tiny_models")
 SMOL = os.path.join(ROOT, "data", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-results = []
 
 
-def run(bin_, *args):
-    return subprocess.run([bin_, *args], capture_output=True, text=True, timeout=600)
-
-
-def case(fn):
-    def wrapper(bin_, tmp):
-        try:
-            fn(bin_, tmp)
-            results.append((fn.__name__, None))
-        except AssertionError as e:
-            results.append((fn.__name__, str(e) or "assertion failed"))
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
 
 def golden(name):
@@ -34,7 +24,6 @@ def golden(name):
     return g["ids"], g["logits"]
 
 
-@case
 def info_json_contract(bin_, tmp):
     for path in [os.path.join(TINY, "qwen2_g2_bias"), os.path.join(TINY, "llama_g3_tied_oldrope", "model.gguf")]:
         r = run(bin_, "info", "--model", path, "--json")
@@ -46,7 +35,6 @@ def info_json_contract(bin_, tmp):
         assert j["kv_bytes_per_token"]["f32"] == 2 * c["n_layer"] * c["n_head_kv"] * c["head_dim"] * 4
 
 
-@case
 def logits_match_golden_for_every_chunking(bin_, tmp):
     for name in ("qwen3_g4_hd16", "llama3_rope_sharded"):
         ids, want = golden(name)
@@ -64,7 +52,6 @@ def logits_match_golden_for_every_chunking(bin_, tmp):
         assert float(np.abs(outs[0] - outs[2]).max()) <= 1e-4
 
 
-@case
 def smollm2_logits_chunk_independent(bin_, tmp):
     if not os.path.exists(SMOL):
         return
@@ -82,7 +69,6 @@ def smollm2_logits_chunk_independent(bin_, tmp):
         assert (g.argmax(-1) == got[0].argmax(-1)).all()
 
 
-@case
 def bench_json_contract(bin_, tmp):
     r = run(bin_, "bench", "--model", os.path.join(TINY, "llama_g1"), "--contexts", "8,16", "--decode-tokens", "4",
             "--threads", "2", "--json")
@@ -103,7 +89,6 @@ def expect_failure(bin_, args, must_mention, out=None):
         assert not os.path.exists(out), f"{out} written despite the error"
 
 
-@case
 def bad_input_gives_clear_errors(bin_, tmp):
     gg = os.path.join(TINY, "llama_g3_tied_oldrope", "model.gguf")
     data = open(gg, "rb").read()
@@ -138,7 +123,6 @@ def bad_input_gives_clear_errors(bin_, tmp):
     expect_failure(bin_, ["logits", "--model", gg, "--ids", "1,x", "--out", out], "not an integer", out)
 
 
-@case
 def tokenize_detokenize_jsonl_contract(bin_, tmp):
     tok = os.path.join(ROOT, "..", "shared", "data", "tokenizers", "qwen3")
     if not os.path.isdir(tok):
@@ -170,7 +154,6 @@ def tokenize_detokenize_jsonl_contract(bin_, tmp):
     expect_failure(bin_, ["tokenize", "--tokenizer", tok, "--input", bad, "--output", out], "line 2", out)
 
 
-@case
 def generate_json_contract(bin_, tmp):
     if not os.path.exists(SMOL):
         return
@@ -194,19 +177,9 @@ def generate_json_contract(bin_, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for fn in [info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
+    return run_all([info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
                    bench_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
-                   generate_json_contract]:
-            fn(a.bin, tmp)
-    failed = [(n, e) for n, e in results if e]
-    for n, e in results:
-        print(f"{'FAIL' if e else 'ok  '} {n}" + (f": {e}" if e else ""))
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+                   generate_json_contract])
 
 
 if __name__ == "__main__":

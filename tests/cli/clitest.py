@@ -1,0 +1,32 @@
+"""Minimal runner shared by the CLI contract tests (tests/cli/test_*.py): each test is a function
+f(bin, tmpdir) using plain asserts; `run_all` gives each its own temp directory, prints one line per
+test and the closing "N passed, M failed" line, and returns the exit code. Standard library only."""
+import argparse
+import os
+import subprocess
+import tempfile
+
+
+def run(bin_, *args, timeout=600):
+    return subprocess.run([bin_, *args], capture_output=True, text=True, errors="replace", timeout=timeout)
+
+
+def run_all(tests):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fn in tests:
+            sub = os.path.join(tmp, fn.__name__)
+            os.makedirs(sub)
+            try:
+                fn(a.bin, sub)
+                results.append((fn.__name__, None))
+            except AssertionError as e:
+                results.append((fn.__name__, str(e) or "assertion failed"))
+    failed = [(n, e) for n, e in results if e]
+    for n, e in results:
+        print(f"{'FAIL' if e else 'ok  '} {n}" + (f": {e}" if e else ""))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
