@@ -10,6 +10,7 @@ data/cache/hf_refs/<tag>/:
 Used by tests/unit/model (logits) and tests/unit/runtime (greedy generation). Not committed: the
 files are large and derived; .ci/run regenerates them (about a minute). Deterministic (fp32, greedy).
 Usage: .venv/bin/python scripts/make_hf_refs.py [--model PATH.gguf] [--tag NAME] [--new-tokens 64]
+  e.g. --model data/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --tag qwen2.5-coder
 """
 import argparse, hashlib, json, os, sys
 
@@ -48,7 +49,8 @@ def main():
     if os.path.exists(stamp):
         with open(stamp) as f:
             old = json.load(f)
-        if old.get("model_sha256") == digest and old.get("script_sha256") == script_hash:
+        if (old.get("model_sha256") == digest and old.get("script_sha256") == script_hash
+                and old.get("new_tokens") == a.new_tokens):
             print(f"make_hf_refs: {stamp} is up to date")
             return 0
 
@@ -60,7 +62,7 @@ def main():
     torch.manual_seed(0)
     d, name = os.path.split(os.path.abspath(a.model))
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
     model.eval()
     os.makedirs(out, exist_ok=True)
     prompts = []

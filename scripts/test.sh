@@ -7,8 +7,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
-# HF transformers outputs on the real GGUF (logits, greedy ids); skipped when up to date.
+# The second real model (qwen2, GQA 7, Q4_K/Q5_0/Q6_K/Q8_0 blocks), fetched and verified like the default.
+bash scripts/fetch_model.sh qwen2.5-coder-0.5b-instruct >&2
+# HF transformers outputs on the real GGUFs (logits, greedy ids); skipped when up to date.
 .venv/bin/python scripts/make_hf_refs.py >&2
+.venv/bin/python scripts/make_hf_refs.py --model data/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf \
+  --tag qwen2.5-coder >&2
 BUILD="${FKV_BUILD_DIR:-$ROOT/build}"
 cd "$BUILD"
 ctest --output-on-failure --timeout 1500 ${FKV_CTEST_ARGS:-}

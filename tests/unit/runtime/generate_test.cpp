@@ -67,6 +67,30 @@ TEST_CASE("SmolLM2 greedy generation equals HF transformers token for token", "[
     CHECK(batch[i].ids == f.refs["prompts"][i]["greedy_ids"].get<std::vector<int32_t>>());
 }
 
+TEST_CASE("Qwen2.5-Coder greedy generation equals HF transformers token for token", "[unit][runtime][real]") {
+  const std::string gguf = test::models_dir() + "/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+  const std::string refs_path = test::ref_cache_dir() + "/hf_refs/qwen2.5-coder/refs.json";
+  if (!file_exists(gguf)) FKV_SKIP("Qwen2.5-Coder GGUF not fetched (scripts/fetch_model.sh qwen2.5-coder-0.5b-instruct)");
+  if (!file_exists(refs_path)) FKV_SKIP("HF references missing (scripts/make_hf_refs.py --tag qwen2.5-coder)");
+  const json refs = read_json_file(refs_path);
+  auto m = model::Transformer::load(gguf);
+  auto tok = text::Tokenizer::from_file(gguf);
+  auto tpl = text::ChatTemplate::for_tokenizer(tok);
+  runtime::Generator gen(*m, tok);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = refs["new_tokens"].get<int64_t>();
+  for (const auto& p : refs["prompts"]) {
+    std::vector<text::ChatMessage> msgs;
+    for (const auto& x : p["messages"]) msgs.push_back({x["role"], x["content"], std::nullopt});
+    const std::string rendered = tpl.render(msgs);
+    INFO("prompt " << p["name"]);
+    REQUIRE(rendered == p["text"].get<std::string>());  // Qwen2.5 template with its default system prompt
+    const auto ids = tok.encode(rendered, false);
+    REQUIRE(ids == p["ids"].get<std::vector<int32_t>>());
+    CHECK(gen.generate({ids}, o)[0].ids == p["greedy_ids"].get<std::vector<int32_t>>());
+  }
+}
+
 TEST_CASE("sampling is seeded per sequence and independent of batch composition", "[unit][runtime][real]") {
   auto& f = fixture();
   runtime::Generator gen(*f.model, *f.tok);
