@@ -5,19 +5,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <fstream>
 #include <random>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/core/timer.h"
 
 namespace fkv::runtime {
-namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 int64_t peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -53,7 +47,7 @@ json run_bench(const model::Transformer& m, const BenchOptions& opt) {
     double best_prefill = 0, best_decode = 0;
     for (int64_t rep = 0; rep < std::max<int64_t>(1, opt.repeats); ++rep) {
       cache::KvCache kv = m.make_cache(1, ctx + opt.decode_tokens, parse_kv_dtype(opt.kv_dtype));
-      double t0 = now_s();
+      double t0 = now_seconds();
       at::Tensor last;
       for (int64_t s = 0; s < ctx; s += opt.prefill_chunk) {
         const int64_t n = std::min(opt.prefill_chunk, ctx - s);
@@ -61,16 +55,16 @@ json run_bench(const model::Transformer& m, const BenchOptions& opt) {
         at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
         last = m.forward(idt, pos, kv, model::Logits::Last);
       }
-      const double prefill_s = now_s() - t0;
+      const double prefill_s = now_seconds() - t0;
       int64_t next = last.argmax(-1).item<int64_t>();
-      t0 = now_s();
+      t0 = now_seconds();
       for (int64_t i = 0; i < opt.decode_tokens; ++i) {
         at::Tensor idt = at::full({1, 1}, next, at::kLong);
         at::Tensor pos = at::full({1, 1}, ctx + i, at::kLong);
         at::Tensor lg = m.forward(idt, pos, kv, model::Logits::Last);
         next = lg.argmax(-1).item<int64_t>();
       }
-      const double decode_s = now_s() - t0;
+      const double decode_s = now_seconds() - t0;
       best_prefill = std::max(best_prefill, ctx / prefill_s);
       best_decode = std::max(best_decode, opt.decode_tokens / decode_s);
     }

@@ -3,17 +3,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <chrono>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/core/timer.h"
 
 namespace fkv::runtime {
-namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 Generator::Generator(const model::Transformer& model, const text::Tokenizer& tokenizer)
     : model_(model), tokenizer_(tokenizer) {}
 
@@ -57,7 +51,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   }
 
   // ---- prefill: chunks over the longest prompt; shorter prompts are padded and the padding popped.
-  const double t0 = now_s();
+  const double t0 = now_seconds();
   std::vector<float> last_logits(static_cast<size_t>(n_seq * cfg.n_vocab));
   for (int64_t start = 0; start < max_prompt; start += opt.prefill_chunk) {
     const int64_t T = std::min(opt.prefill_chunk, max_prompt - start);
@@ -80,14 +74,13 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
                     sizeof(float) * cfg.n_vocab);
     }
   }
-  const double t1 = now_s();
+  const double t1 = now_seconds();
 
   // ---- decode
   std::vector<bool> done(n_seq, opt.max_new_tokens == 0);
   for (int64_t s = 0; s < n_seq; ++s)
     if (done[s]) res[s].finish_reason = "length";
   int64_t step = 0;
-  int64_t generated = 0;
   while (true) {
     // sample the next token of every live sequence from its last logits
     std::vector<int64_t> next(n_seq, pad_id);
@@ -97,7 +90,6 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
       std::span<const float> lg(last_logits.data() + s * cfg.n_vocab, static_cast<size_t>(cfg.n_vocab));
       const int32_t tok = sampler.sample(lg, opt.seed, static_cast<uint64_t>(s), static_cast<uint64_t>(step));
       res[s].ids.push_back(tok);
-      ++generated;
       const std::string piece = decoders[s].put(tok);
       res[s].text += piece;
       if (stream && !piece.empty()) stream(s, piece);
@@ -135,7 +127,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     }
     ++step;
   }
-  const double t2 = now_s();
+  const double t2 = now_seconds();
   for (int64_t s = 0; s < n_seq; ++s) {
     const std::string tail = decoders[s].finish();
     res[s].text += tail;
@@ -144,7 +136,6 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     res[s].decode_seconds = t2 - t1;
     res[s].tokens_per_s = t2 > t1 ? static_cast<double>(res[s].ids.size()) / (t2 - t1) : 0.0;
   }
-  (void)generated;
   return res;
 }
 
