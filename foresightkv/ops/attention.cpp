@@ -19,6 +19,16 @@
 namespace fkv::ops {
 namespace {
 
+#if defined(__AVX2__) || defined(__F16C__)
+/// Sum of the 8 lanes of an AVX register.
+inline float hsum256(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+#endif
+
 inline float dot(const float* a, const float* b, int64_t n) {
 #ifdef __AVX512F__
   if (n % 16 == 0) {
@@ -36,10 +46,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
     }
     if (i < n) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
     const __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
+    return hsum256(acc);
   }
 #endif
   float s = 0.f;
@@ -74,10 +81,7 @@ inline float dot(const float* a, const uint16_t* b, int64_t n) {
     for (int64_t i = 0; i < n; i += 8)
       acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i),
                             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i))), acc);
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
+    return hsum256(acc);
   }
 #endif
   float s = 0.f;
@@ -162,10 +166,7 @@ inline float exp_sum(float* r, int64_t len, float mx) {
     _mm256_storeu_ps(r + j, e);
     acc = _mm256_add_ps(acc, e);
   }
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  sum = _mm_cvtss_f32(h);
+  sum = hsum256(acc);
 #endif
   for (; j < len; ++j) {
     r[j] = std::exp(r[j] - mx);
