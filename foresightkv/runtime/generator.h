@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "foresightkv/evict/config.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/runtime/sampler.h"
 #include "foresightkv/text/tokenizer.h"
@@ -25,6 +26,7 @@ struct GenerateOptions {
   int64_t prefill_chunk = 512;
   bool skip_special_tokens = true;        // for the returned text and the stream
   bool kv_f16 = false;                    // fp16 KV cache (half the bytes) instead of fp32
+  evict::EvictionConfig eviction;         // policy "full" (default) never evicts; see evict/evictor.h
 };
 
 struct GenerationResult {
@@ -36,6 +38,14 @@ struct GenerationResult {
   int64_t sequence_index = 0;
   double prefill_seconds = 0, decode_seconds = 0;
   double tokens_per_s = 0;          // generated tokens / decode seconds (whole batch's wall time)
+  // Eviction (whole batch): events of this sequence, wall seconds spent evicting (all sequences),
+  // peak live entries of any (layer, KV head), KV storage allocated for the batch and the peak live
+  // KV bytes of this sequence (peak entries x layers x KV heads x 2 x head_dim x element size).
+  int64_t eviction_events = 0;
+  double eviction_seconds = 0;
+  int64_t peak_entries = 0;
+  int64_t kv_storage_bytes = 0;
+  int64_t peak_kv_bytes = 0;
 };
 
 /// Called for every newly decodable piece of text of sequence `seq`.

@@ -77,6 +77,17 @@ void run_semantics(at::ScalarType dt) {
   check_entry(c, 0, 0, 0, 0, 1);
   REQUIRE(c.length(1, 0, 1) == 7);
   check_entry(c, 0, 1, 1, 6, 6);
+  // keep_ordered: survivors laid out in the given (score) order, positions follow; then appends land behind.
+  c.keep_ordered(0, 0, 2, {5, 0, 3});
+  REQUIRE(c.length(0, 0, 2) == 3);
+  check_entry(c, 0, 0, 2, 0, 5);
+  check_entry(c, 0, 0, 2, 1, 0);
+  check_entry(c, 0, 0, 2, 2, 3);
+  REQUIRE(c.pos(0)[0][2][3].item<int64_t>() == -1);
+  REQUIRE_THROWS_AS(c.keep_ordered(0, 0, 2, {1, 1}), fkv::InvalidArgument);
+  REQUIRE_THROWS_AS(c.keep_ordered(0, 0, 2, {3}), fkv::InvalidArgument);
+  c.keep_ordered(0, 0, 2, {0, 1, 2});  // identity
+  check_entry(c, 0, 0, 2, 2, 3);
   // Capacity is enforced.
   REQUIRE_THROWS_AS(c.append(0, make_kv(2, 3, 3, 4, 8, 1), make_kv(2, 3, 3, 4, 8, -1), positions(2, 8, 3)),
                     fkv::InvalidArgument);

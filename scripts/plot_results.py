@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Plot ForesightKV result summaries (JSON) as PNG figures.
+
+  plot_results.py INPUT.json [INPUT2.json ...] --out PREFIX [--metrics M[,M...]] [--title T] [--dpi N]
+
+Input kinds, detected per file:
+  fidelity    {"rows": [{"policy", "budget", "window", "lm_loss_ratio", "mean_delta_nll", "kl",
+                         "top1_agreement", ["variant"]}, ...]}
+              -> PREFIX_fidelity.png: one line per policy, x = budget (log2), y = LM-loss ratio
+                 (--metrics picks other/more row fields, one panel each).
+  generation  {"rows": [{"policy", "budget", "accuracy", ["ci_low", "ci_high", "variant"]}, ...]}
+              -> PREFIX_accuracy.png: one line per policy, x = budget (log2), y = accuracy with CI error bars.
+  retention   {"kind": "retention", "layers": L, "positions": T, "retained": [[L x T fractions]], ["title"]}
+              -> PREFIX_retention.png: heat map, layer on y, position on x (one panel per file).
+A row with policy "full", or with budget 0 / null / absent, is the uncompressed reference and is drawn as a
+horizontal line. Series are split by variant (and by window or source file where those differ).
+Rows of a recognised file that fit neither kind are skipped with a warning.
+
+Writes only the figures for the kinds present, each atomically (temp file + os.replace), and prints their
+paths. Exit codes: 0 ok; 2 bad usage or an input that cannot be read or holds no recognised rows (nothing is
+written then).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+
+FIDELITY_KEYS = ("policy", "lm_loss_ratio")
+GENERATION_KEYS = ("policy", "accuracy")
+METRIC_LABELS = {"lm_loss_ratio": "LM-loss ratio (policy / full)", "mean_delta_nll": "mean ΔNLL (nats/token)",
+                 "kl": "KL(full ‖ policy) (nats/token)", "top1_agreement": "top-1 agreement"}
+
+
+class InputError(Exception):
+    pass
+
+
+def num(v):
+    """A finite float, or None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def is_reference(row):
+    b = row.get("budget")
+    return str(row.get("policy", "")).lower() == "full" or b is None or (num(b) is not None and num(b) <= 0)
+
+
+def row_kind(row):
+    if not isinstance(row, dict):
+        return None
+    if all(k in row for k in FIDELITY_KEYS) and ("budget" in row or is_reference(row)):
+        return "fidelity"
+    if all(k in row for k in GENERATION_KEYS) and ("budget" in row or is_reference(row)):
+        return "generation"
+    return None
+
+
+def load_input(path):
+    """-> (kind_or_'rows', payload). payload: retention dict, or {'fidelity': rows, 'generation': rows}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"not valid JSON: {e}")
+    if isinstance(doc, dict) and doc.get("kind") == "retention":
+        return "retention", check_retention(doc)
+    rows = doc.get("rows") if isinstance(doc, dict) else doc if isinstance(doc, list) else None
+    if not isinstance(rows, list):
+        raise InputError('expected an object with a "rows" list (fidelity or generation summary) '
+                         'or {"kind": "retention", ...}')
+    out = {"fidelity": [], "generation": []}
+    skipped = 0
+    for i, row in enumerate(rows):
+        k = row_kind(row)
+        if k is None:
+            skipped += 1
+            continue
+        out[k].append(row)
+    if not out["fidelity"] and not out["generation"]:
+        raise InputError(f"no recognised rows among {len(rows)} (fidelity rows need {'/'.join(FIDELITY_KEYS)}/budget, "
+                         f"generation rows need {'/'.join(GENERATION_KEYS)}/budget)")
+    if skipped:
+        print(f"plot_results: {path}: skipped {skipped} unrecognised row(s)", file=sys.stderr)
+    return "rows", out
+
+
+def check_retention(doc):
+    L, T, grid = doc.get("layers"), doc.get("positions"), doc.get("retained")
+    if not (isinstance(L, int) and L > 0 and isinstance(T, int) and T > 0):
+        raise InputError('retention: "layers" and "positions" must be positive integers')
+    if not isinstance(grid, list) or len(grid) != L:
+        raise InputError(f'retention: "retained" must be a list of {L} layer rows')
+    vals = []
+    for li, r in enumerate(grid):
+        if not isinstance(r, list) or len(r) != T:
+            raise InputError(f'retention: "retained"[{li}] must hold {T} positions')
+        row = []
+        for pi, v in enumerate(r):
+            x = num(v)
+            if x is None or not -1e-9 <= x <= 1 + 1e-9:
+                raise InputError(f'retention: "retained"[{li}][{pi}] = {v!r} is not a fraction in [0, 1]')
+            row.append(x)
+        vals.append(row)
+    return {"layers": L, "positions": T, "retained": vals, "title": doc.get("title")}
+
+
+def series_label(key, dims):
+    policy, variant, window, source = key
+    parts = [str(policy)]
+    if "variant" in dims and variant is not None:
+        parts.append(str(variant))
+    if "window" in dims and window is not None:
+        parts.append(f"w={window}")
+    if "source" in dims:
+        parts.append(f"[{source}]")
+    return " ".join(parts)
+
+
+def group_series(rows):
+    """rows: list of (source, row). -> (series {key: [rows]}, refs {key: [rows]}, dims that distinguish series)."""
+    keyed = [((r.get("policy"), r.get("variant"), r.get("window"), src), r) for src, r in rows]
+    dims = set()
+    for i, name in ((1, "variant"), (2, "window")):
+        if len({k[i] for k, r in keyed if not is_reference(r)}) > 1:
+            dims.add(name)
+    # The source file only matters when the same series appears in more than one file.
+    per = {}
+    for k, r in keyed:
+        per.setdefault((k[0], k[1] if "variant" in dims else None, k[2] if "window" in dims else None), set()).add(k[3])
+    if any(len(s) > 1 for s in per.values()):
+        dims.add("source")
+    series, refs = {}, {}
+    for (p, v, w, s), r in keyed:
+        key = (p, v if "variant" in dims else None, w if "window" in dims else None, s if "source" in dims else None)
+        (refs if is_reference(r) else series).setdefault(key, []).append(r)
+    return series, refs, dims
+
+
+def budget_axis(ax, budgets):
+    ax.set_xscale("log", base=2)
+    if budgets:
+        ticks = sorted(set(budgets))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{b:g}" for b in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("KV budget (tokens, log2)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def draw_lines(ax, rows, ycol, with_ci=False):
+    import matplotlib.pyplot as plt
+    series, refs, dims = group_series(rows)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    all_budgets = []
+    for i, (key, rs) in enumerate(sorted(series.items(), key=lambda kv: tuple(str(x) for x in kv[0]))):
+        pts = sorted((num(r["budget"]), num(r.get(ycol)), r) for r in rs if num(r.get(ycol)) is not None)
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        all_budgets += xs
+        c = colors[i % len(colors)]
+        label = series_label(key, dims)
+        if with_ci and any(num(p[2].get("ci_low")) is not None or num(p[2].get("ci_high")) is not None for p in pts):
+            lo = [max(0.0, y - num(p[2].get("ci_low"))) if num(p[2].get("ci_low")) is not None else 0.0
+                  for y, p in zip(ys, pts)]
+            hi = [max(0.0, num(p[2].get("ci_high")) - y) if num(p[2].get("ci_high")) is not None else 0.0
+                  for y, p in zip(ys, pts)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=c, label=label)
+        else:
+            ax.plot(xs, ys, marker="o", ms=4, color=c, label=label)
+    styles = ["--", ":", "-."]
+    for j, (key, rs) in enumerate(sorted(refs.items(), key=lambda kv: tuple(str(x) for x in kv[0]))):
+        vals = [num(r.get(ycol)) for r in rs if num(r.get(ycol)) is not None]
+        if not vals:
+            continue
+        y = sum(vals) / len(vals)
+        label = series_label(key, dims) + " (reference)"
+        ax.axhline(y, color="black", ls=styles[j % len(styles)], lw=1.2, label=label)
+        if with_ci and len(rs) == 1 and num(rs[0].get("ci_low")) is not None and num(rs[0].get("ci_high")) is not None:
+            ax.axhspan(num(rs[0]["ci_low"]), num(rs[0]["ci_high"]), color="gray", alpha=0.15, lw=0)
+    budget_axis(ax, all_budgets)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def fig_fidelity(rows, metrics, title):
+    import matplotlib.pyplot as plt
+    n = len(metrics)
+    cols = 1 if n == 1 else 2
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 4.4 * nrows), squeeze=False)
+    for ax, m in zip(axes.flat, metrics):
+        draw_lines(ax, rows, m)
+        ax.set_ylabel(METRIC_LABELS.get(m, m))
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title or "Fidelity vs KV budget")
+    fig.tight_layout()
+    return fig
+
+
+def fig_accuracy(rows, title):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    draw_lines(ax, rows, "accuracy", with_ci=True)
+    ax.set_ylabel("accuracy")
+    accs = [num(r.get("accuracy")) for _, r in rows if num(r.get("accuracy")) is not None]
+    if accs and 0 <= min(accs) and max(accs) <= 1:
+        ax.set_ylim(-0.02, 1.02)
+    else:
+        print("plot_results: accuracy values outside [0, 1] (expected fractions); y axis left automatic",
+              file=sys.stderr)
+    ax.set_title(title or "Accuracy vs KV budget")
+    fig.tight_layout()
+    return fig
+
+
+def fig_retention(items, title):
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(items), 1, figsize=(8, 3.2 * len(items) + 0.6), squeeze=False)
+    for ax, (src, d) in zip(axes.flat, items):
+        im = ax.imshow(d["retained"], aspect="auto", origin="lower", interpolation="nearest", vmin=0, vmax=1,
+                       cmap="viridis", extent=(-0.5, d["positions"] - 0.5, -0.5, d["layers"] - 0.5))
+        ax.set_xlabel("position")
+        ax.set_ylabel("layer")
+        ax.set_title(d.get("title") or src)
+        fig.colorbar(im, ax=ax, label="fraction retained")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_atomic(fig, path, dpi):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="plot_results.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", metavar="INPUT.json")
+    ap.add_argument("--out", required=True, metavar="PREFIX", help="write PREFIX_fidelity.png, PREFIX_accuracy.png, "
+                    "PREFIX_retention.png (those whose kinds are present)")
+    ap.add_argument("--metrics", default="lm_loss_ratio",
+                    help="comma-separated fidelity row fields, one panel each (default: lm_loss_ratio)")
+    ap.add_argument("--title", default=None, help="figure title (default: per kind)")
+    ap.add_argument("--dpi", type=int, default=150)
+    a = ap.parse_args(argv)
+    metrics = [m.strip() for m in a.metrics.split(",") if m.strip()]
+    if not metrics:
+        ap.error("--metrics is empty")
+
+    fidelity, generation, retention = [], [], []
+    errors = []
+    for path in a.inputs:
+        src = os.path.splitext(os.path.basename(path))[0]
+        try:
+            kind, payload = load_input(path)
+        except InputError as e:
+            errors.append(f"plot_results: {path}: {e}")
+            continue
+        if kind == "retention":
+            retention.append((src, payload))
+        else:
+            fidelity += [(src, r) for r in payload["fidelity"]]
+            generation += [(src, r) for r in payload["generation"]]
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    if fidelity:
+        missing = [m for m in metrics if not any(num(r.get(m)) is not None for _, r in fidelity)]
+        if missing:
+            print(f"plot_results: no fidelity row has a numeric {', '.join(missing)}", file=sys.stderr)
+            return 2
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = os.path.dirname(os.path.abspath(a.out))
+    os.makedirs(out_dir, exist_ok=True)
+    figs = []
+    if fidelity:
+        figs.append(("fidelity", fig_fidelity(fidelity, metrics, a.title)))
+    if generation:
+        figs.append(("accuracy", fig_accuracy(generation, a.title)))
+    if retention:
+        figs.append(("retention", fig_retention(retention, a.title)))
+    for name, fig in figs:
+        path = f"{a.out}_{name}.png"
+        save_atomic(fig, path, a.dpi)
+        plt.close(fig)
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
