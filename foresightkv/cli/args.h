@@ -33,5 +33,7 @@ class Args {
 
 std::string format_help(const std::string& usage, const std::vector<OptionSpec>& spec);
 std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what);
+/// Split a comma list, trimming blanks and dropping empty items.
+std::vector<std::string> split_list(const std::string& s);
 
 }  // namespace fkv::cli

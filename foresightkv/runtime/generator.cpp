@@ -32,6 +32,8 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   FKV_CHECK_ARG(opt.max_new_tokens >= 0 && opt.prefill_chunk > 0, "generate: bad max_new_tokens {} or chunk {}",
                 opt.max_new_tokens, opt.prefill_chunk);
   opt.sampling.validate();
+  FKV_CHECK_ARG(opt.stream_ids.empty() || opt.stream_ids.size() == prompts.size(),
+                "generate: {} stream ids for {} prompts", opt.stream_ids.size(), prompts.size());
   const auto& cfg = model_.config();
   const int64_t n_seq = static_cast<int64_t>(prompts.size());
   // EOS: the caller's list, else the union of the tokenizer's and the model config's (generation_config
@@ -66,7 +68,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   for (int64_t s = 0; s < n_seq; ++s) {
     res[s].prompt_ids = prompts[s];
     res[s].seed = opt.seed;
-    res[s].sequence_index = s;
+    res[s].sequence_index = opt.stream_ids.empty() ? s : static_cast<int64_t>(opt.stream_ids[s]);
     decoders.emplace_back(tokenizer_, opt.skip_special_tokens);
   }
 
@@ -110,7 +112,8 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     for (int64_t s = 0; s < n_seq; ++s) {
       if (done[s]) continue;
       std::span<const float> lg(last_logits.data() + s * cfg.n_vocab, static_cast<size_t>(cfg.n_vocab));
-      const int32_t tok = sampler.sample(lg, opt.seed, static_cast<uint64_t>(s), static_cast<uint64_t>(step));
+      const uint64_t rng_stream = opt.stream_ids.empty() ? static_cast<uint64_t>(s) : opt.stream_ids[s];
+      const int32_t tok = sampler.sample(lg, opt.seed, rng_stream, static_cast<uint64_t>(step));
       res[s].ids.push_back(tok);
       const std::string piece = decoders[s].put(tok);
       res[s].text += piece;

@@ -21,6 +21,8 @@ struct GenerateOptions {
   int64_t max_new_tokens = 256;
   SamplingParams sampling = SamplingParams::greedy();
   uint64_t seed = 0;
+  std::vector<uint64_t> stream_ids;       // RNG stream per prompt (empty: the prompt's index); lets a resumed or
+                                          // re-batched run draw exactly the tokens of the original one
   std::vector<int32_t> eos_ids;           // empty: union of the tokenizer's and the model config's EOS ids
   std::vector<std::string> stop_strings;  // stop when the generated text contains one (kept in text)
   int64_t prefill_chunk = 512;

@@ -182,10 +182,131 @@ def help_and_usage(bin_, tmp):
     assert r.returncode == 2 and "unknown subcommand" in r.stderr, (r.returncode, r.stderr)
 
 
+SMOLLM2_GGUF = os.path.join(os.environ.get("FKV_MODEL_DIR") or os.path.join(ROOT, "data", "models"),
+                            "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEN_SAMPLE_FIELDS = ["problem_id", "problem_index", "sample_index", "seed", "stream", "dataset", "policy", "budget",
+                     "window", "variant", "prompt_tokens", "response", "length", "finish_reason", "extracted", "correct",
+                     "strict_extracted", "strict_correct", "answer", "eviction_events", "peak_kv_bytes", "tokens_per_s",
+                     "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample", "batch_size",
+                     "config_hash"]
+GEN_TIMING_FIELDS = ("tokens_per_s", "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample",
+                     "batch_size")
+GEN_SUMMARY_FIELDS = ["config", "model", "config_hash", "seed", "dataset", "dataset_file", "dataset_sha256", "n_problems",
+                      "samples", "n_samples", "accuracy", "ci_low", "ci_high", "strict_accuracy", "mean_length",
+                      "p90_length", "tokens_per_s", "peak_kv_bytes", "eviction_time_share", "finish_reasons",
+                      "generated_now", "rows"]
+
+
+def generate_args(out, *extra):
+    return ["generate", "--model", "smollm2-135m-instruct", "--dataset", "gsm8k", "--limit", "2", "--samples", "2",
+            "--max-new-tokens", "24", "--policy", "streamingllm", "--budget", "32", "--window", "8", "--seed", "3",
+            "--temperature", "0.6", "--top-p", "0.95", "--top-k", "20", "--output", out, *extra]
+
+
+def generate_ready():
+    gsm = os.path.join(SHARED_EVAL, "gsm8k_test.jsonl")
+    for path in (SMOLLM2_GGUF, gsm):
+        if not os.path.exists(path):
+            print(f"note: {path} missing; generate tests check nothing")
+            return False
+    return True
+
+
+def strip_timing(rows):
+    return {(r["problem_index"], r["sample_index"]): {k: v for k, v in r.items() if k not in GEN_TIMING_FIELDS}
+            for r in rows}
+
+
+def generate_smollm2_jsonl_summary_and_resume(bin_, tmp):
+    if not generate_ready():
+        return
+    out = os.path.join(tmp, "gen.jsonl")
+    r = run(bin_, *generate_args(out))
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
+    summary = json.loads(r.stdout)
+    for k in GEN_SUMMARY_FIELDS:
+        assert k in summary, f"summary lacks {k}: {sorted(summary)}"
+    with open(os.path.join(tmp, "gen.summary.json"), encoding="utf-8") as f:
+        assert json.load(f) == summary, "summary file differs from stdout"
+    assert summary["n_problems"] == 2 and summary["samples"] == 2 and summary["n_samples"] == 4, summary
+    assert summary["generated_now"] == 4, summary
+    assert summary["seed"] == 3 and summary["dataset"] == "gsm8k"
+    assert 0.0 <= summary["ci_low"] <= summary["accuracy"] <= summary["ci_high"] <= 1.0, summary
+    assert summary["tokens_per_s"] > 0 and summary["peak_kv_bytes"] > 0, summary
+    assert 0.0 <= summary["eviction_time_share"] < 1.0, summary
+    assert 0 < summary["mean_length"] <= 24 and 0 < summary["p90_length"] <= 24, summary
+    assert len(summary["model"]["sha256"]) == 64 and summary["model"]["path"].endswith(".gguf"), summary["model"]
+    cfg = summary["config"]
+    assert cfg["eviction"]["policy"] == "streamingllm" and cfg["eviction"]["budget"] == 32, cfg
+    assert cfg["sampling"] == {"greedy": False, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}, cfg
+    assert summary["rows"] == [dict(summary["rows"][0], policy="streamingllm", budget=32, window=8,
+                                    variant="intended", accuracy=summary["accuracy"])], summary["rows"]
+    rows = read_jsonl(out)
+    assert len(rows) == 4, f"{len(rows)} lines"
+    assert sorted((x["problem_index"], x["sample_index"]) for x in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for x in rows:
+        assert list(x.keys()) == GEN_SAMPLE_FIELDS, list(x.keys())
+        assert x["stream"] == x["problem_index"] * 1000003 + x["sample_index"], x
+        assert x["seed"] == 3 and x["policy"] == "streamingllm" and x["budget"] == 32 and x["window"] == 8
+        assert isinstance(x["correct"], bool) and isinstance(x["strict_correct"], bool)
+        assert isinstance(x["response"], str) and 0 < x["length"] <= 24
+        assert x["finish_reason"] in ("eos", "length", "stop_string"), x["finish_reason"]
+        assert x["prompt_tokens"] > 32 and x["eviction_events"] > 0, x  # the prompt alone exceeds the budget
+        assert x["config_hash"] == summary["config_hash"]
+        assert "####" in x["answer"]
+    assert sum(x["correct"] for x in rows) / 4 == summary["accuracy"]
+    # rerun: nothing to add, file untouched
+    before = open(out, "rb").read()
+    r = run(bin_, *generate_args(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["generated_now"] == 0
+    assert open(out, "rb").read() == before, "a complete output was modified by a rerun"
+    # a killed run (one line + half a line) resumes to the same samples
+    killed = os.path.join(tmp, "killed.jsonl")
+    first, second = before.split(b"\n")[0], before.split(b"\n")[1]
+    with open(killed, "wb") as f:
+        f.write(first + b"\n" + second[: len(second) // 2])
+    r = run(bin_, *generate_args(killed))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["generated_now"] == 3
+    assert strip_timing(read_jsonl(killed)) == strip_timing(rows), "resumed samples differ from the uninterrupted run"
+    # another seed on the same output is refused
+    args = generate_args(out)
+    args[args.index("--seed") + 1] = "4"
+    r = run(bin_, *args)
+    assert r.returncode == 1 and r.stderr.startswith("fkv-eval generate: "), (r.returncode, r.stderr)
+    assert "different config/model" in r.stderr, r.stderr
+    assert open(out, "rb").read() == before
+
+
+def generate_config_and_usage_errors(bin_, tmp):
+    r = run(bin_, "generate", "--help")
+    assert r.returncode == 0, r.stderr
+    for opt in ("--model", "--output", "--config", "--policy", "--budget", "--window", "--samples", "--seed",
+                "--paired-with", "--summary", "--kv-dtype", "--batch", "--threads", "--greedy", "1000003"):
+        assert opt in r.stdout, f"generate --help lacks {opt}"
+    r = run(bin_, "--help")
+    assert "generate" in r.stdout
+    cfg = os.path.join(tmp, "bad.json")
+    with open(cfg, "w") as f:
+        json.dump({"dataset": "gsm8k", "sampels": 4}, f)
+    r = run(bin_, "generate", "--model", "x.gguf", "--output", os.path.join(tmp, "o.jsonl"), "--config", cfg)
+    assert r.returncode == 1 and "unknown key 'sampels'" in r.stderr, (r.returncode, r.stderr)
+    for preset in sorted(os.listdir(os.path.join(ROOT, "configs", "eval"))):
+        # every preset parses (the run then stops at the missing model)
+        r = run(bin_, "generate", "--model", os.path.join(tmp, "missing.gguf"), "--output",
+                os.path.join(tmp, "o.jsonl"), "--config", os.path.join(ROOT, "configs", "eval", preset))
+        assert r.returncode == 1 and "missing.gguf" in r.stderr, (preset, r.stderr)
+    r = run(bin_, "generate", "--model", "x.gguf")
+    assert r.returncode == 1 and "--output" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(tmp, "o.jsonl"))
+
+
 def main():
     return run_all([fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
                    blank_lines_and_crlf_are_tolerated, dataset_and_field_options, shared_gpqa_through_the_cli,
-                   malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage])
+                   malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage,
+                    generate_smollm2_jsonl_summary_and_resume, generate_config_and_usage_errors])
 
 
 if __name__ == "__main__":

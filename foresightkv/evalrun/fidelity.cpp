@@ -1,0 +1,280 @@
+#include "foresightkv/evalrun/fidelity.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "foresightkv/core/error.h"
+#include "foresightkv/core/file.h"
+#include "foresightkv/core/logging.h"
+#include "foresightkv/core/timer.h"
+#include "foresightkv/evict/evictor.h"
+
+namespace fkv::evalrun {
+namespace {
+
+class QueryTap final : public model::ForwardTaps {
+ public:
+  explicit QueryTap(evict::Evictor& e) : e_(e) {}
+  void on_qkv(int64_t layer, const at::Tensor& q, const at::Tensor&, const at::Tensor&) override {
+    e_.observe_queries(layer, q);
+  }
+
+ private:
+  evict::Evictor& e_;
+};
+
+struct RunOut {
+  std::vector<at::Tensor> logits;  // per trace [n_scored, V]: logits at positions prompt-1 .. T-2
+  int64_t events = 0;
+  double seconds = 0, eviction_seconds = 0;
+};
+
+// Teacher-forced chunked run of a batch of traces under `cfg` (policy "full": no eviction).
+RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Trace*>& batch,
+                  const evict::EvictionConfig& cfg, int64_t L, bool kv_f16) {
+  const auto& mc = m.config();
+  const int64_t n = static_cast<int64_t>(batch.size());
+  int64_t Tmax = 0;
+  for (const auto* t : batch) Tmax = std::max(Tmax, t->length());
+  evict::Evictor ev(cfg, n, mc.n_layer, mc.n_head_q, mc.n_head_kv, mc.head_dim);
+  if (ev.enabled() && ev.config().policy == "golden") {
+    auto* g = dynamic_cast<evict::GoldenPolicy*>(ev.policy());
+    for (int64_t s = 0; s < n; ++s) {
+      const trace::GoldenLabels* lb = batch[s]->find_labels(cfg.budget, L);
+      FKV_CHECK_ARG(lb != nullptr,
+                    "trace '{}' has no golden labels for budget {} window {}; add them with `fkv-trace label "
+                    "--budget {} --window {}` (it has: {})",
+                    batch[s]->id, cfg.budget, L, cfg.budget, L, [&] {
+                      std::string h;
+                      for (const auto& x : batch[s]->labels) h += fmt::format("{}x{} ", x.budget, x.window);
+                      return h.empty() ? std::string("none") : h;
+                    }());
+      g->set_labels(s, lb->drops);
+    }
+  }
+  const int64_t cap = ev.enabled() ? std::min(Tmax + L, ev.config().capacity_for_chunk(L)) : Tmax + L;
+  cache::KvCache kv = m.make_cache(n, cap, kv_f16 ? at::kHalf : at::kFloat);
+  QueryTap tap(ev);
+  RunOut out;
+  for (int64_t s = 0; s < n; ++s)
+    out.logits.push_back(at::empty({batch[s]->length() - batch[s]->prompt_len, mc.n_vocab}, at::kFloat));
+  const double t0 = now_seconds();
+  for (int64_t start = 0; start < Tmax; start += L) {
+    const int64_t T = std::min(L, Tmax - start);
+    at::Tensor ids = at::zeros({n, T}, at::kLong), pos = at::empty({n, T}, at::kLong);
+    std::vector<int64_t> real(n);
+    for (int64_t s = 0; s < n; ++s) {
+      const auto& tok = batch[s]->tokens;
+      real[s] = std::clamp<int64_t>(batch[s]->length() - start, 0, T);
+      for (int64_t i = 0; i < T; ++i) {
+        pos[s][i] = start + i;
+        if (i < real[s]) ids[s][i] = tok[start + i];
+      }
+    }
+    ev.begin_forward(pos, real);
+    at::Tensor lg = m.forward(ids, pos, kv, model::Logits::All, ev.enabled() ? &tap : nullptr);  // [n, T, V]
+    for (int64_t s = 0; s < n; ++s) {
+      if (real[s] < T) kv.pop_back(s, T - real[s]);
+      const int64_t p0 = batch[s]->prompt_len - 1, last = batch[s]->length() - 2;
+      for (int64_t i = 0; i < real[s]; ++i) {
+        const int64_t q = start + i;
+        if (q >= p0 && q <= last) out.logits[s][q - p0].copy_(lg[s][i]);
+      }
+    }
+    ev.end_forward(kv);
+  }
+  out.seconds = now_seconds() - t0;
+  out.events = ev.stats().events;
+  out.eviction_seconds = ev.stats().seconds;
+  return out;
+}
+
+struct TokenStats {
+  std::vector<double> nll_full, nll, kl, entropy;
+  std::vector<char> top1;
+};
+
+}  // namespace
+
+json FidelityRow::to_json() const {
+  return json{{"policy", policy},
+              {"variant", variant},
+              {"budget", budget},
+              {"window", window},
+              {"lm_loss_ratio", lm_loss_ratio},
+              {"mean_delta_nll", mean_delta_nll},
+              {"kl", kl},
+              {"top1_agreement", top1_agreement},
+              {"low_entropy_loss_increase", low_entropy_loss_increase},
+              {"high_entropy_loss_increase", high_entropy_loss_increase},
+              {"low_entropy_delta_nll", low_entropy_delta_nll},
+              {"high_entropy_delta_nll", high_entropy_delta_nll},
+              {"mean_nll", mean_nll},
+              {"mean_nll_full", mean_nll_full},
+              {"tokens", tokens},
+              {"traces", traces},
+              {"eviction_events", eviction_events},
+              {"seconds", seconds},
+              {"eviction_seconds", eviction_seconds},
+              {"config", resolved_config}};
+}
+
+FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& set, const FidelityOptions& opt) {
+  const int64_t L = opt.base.window;
+  FKV_CHECK_ARG(L > 0, "fidelity: --window (eviction interval L) must be > 0");
+  FKV_CHECK_ARG(!opt.policies.empty(), "fidelity: no policies given");
+  FKV_CHECK_ARG(opt.batch > 0, "fidelity: batch must be > 0");
+  const auto& mc = m.config();
+  std::vector<const trace::Trace*> traces;
+  for (const auto& t : set.traces) {
+    if (opt.limit > 0 && static_cast<int64_t>(traces.size()) >= opt.limit) break;
+    FKV_CHECK_ARG(t.prompt_len >= 1 && t.prompt_len < t.length(), "trace '{}': needs a prompt and a response",
+                  t.id);
+    for (int32_t id : t.tokens)
+      FKV_CHECK_ARG(id >= 0 && id < mc.n_vocab, "trace '{}': token {} outside the model's vocabulary [0, {}) "
+                    "(traces from another model?)", t.id, id, mc.n_vocab);
+    traces.push_back(&t);
+  }
+  // Rows (policy x budget) with resolved configs; validated before any compute.
+  struct RowSpec {
+    evict::EvictionConfig cfg;
+    FidelityRow row;
+    TokenStats st;
+  };
+  std::vector<RowSpec> rows;
+  for (const auto& p : opt.policies) {
+    if (p == "full") {
+      RowSpec r;
+      r.cfg = opt.base;
+      r.cfg.policy = "full";
+      r.row.policy = "full";
+      r.row.window = L;
+      r.row.variant = evict::to_string(opt.base.variant);
+      r.row.resolved_config = r.cfg.resolved().to_json();
+      rows.push_back(std::move(r));
+      continue;
+    }
+    for (int64_t b : opt.budgets) {
+      RowSpec r;
+      r.cfg = opt.base;
+      r.cfg.policy = p;
+      r.cfg.budget = b;
+      r.cfg.trigger = evict::Trigger::Length;  // chunk schedule of spec §A.1, whatever the variant
+      r.cfg = r.cfg.resolved();
+      FKV_CHECK_ARG(p != "golden" || b % L == 0, "golden: budget {} must be a multiple of the window {}", b, L);
+      r.row.policy = p;
+      r.row.budget = b;
+      r.row.window = L;
+      r.row.variant = evict::to_string(r.cfg.variant);
+      r.row.resolved_config = r.cfg.to_json();
+      rows.push_back(std::move(r));
+    }
+  }
+  FKV_CHECK_ARG(!rows.empty(), "fidelity: no (policy, budget) rows (give --budgets for evicting policies)");
+  std::string dump;
+  FidelityReport rep;
+  rep.traces = static_cast<int64_t>(traces.size());
+  for (size_t b0 = 0; b0 < traces.size(); b0 += static_cast<size_t>(opt.batch)) {
+    std::vector<const trace::Trace*> batch(traces.begin() + b0,
+                                           traces.begin() + std::min(traces.size(), b0 + opt.batch));
+    evict::EvictionConfig full = opt.base;
+    full.policy = "full";
+    RunOut ref = run_chunks(m, batch, full, L, opt.kv_f16);
+    rep.full_seconds += ref.seconds;
+    std::vector<at::Tensor> logp_full, tgt, ent, arg_full, nll_full;
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const auto* t = batch[s];
+      at::Tensor lp = at::log_softmax(ref.logits[s], -1);
+      std::vector<int64_t> y(t->tokens.begin() + t->prompt_len, t->tokens.end());
+      at::Tensor yt = at::tensor(y, at::kLong).unsqueeze(1);
+      logp_full.push_back(lp);
+      tgt.push_back(yt);
+      nll_full.push_back(-lp.gather(1, yt).squeeze(1));
+      ent.push_back(-(lp.exp() * lp).nan_to_num(0.0).sum(1));
+      arg_full.push_back(lp.argmax(1));
+      rep.tokens += static_cast<int64_t>(y.size());
+    }
+    for (auto& r : rows) {
+      RunOut ev;
+      if (r.cfg.policy == "full") {
+        ev = ref;  // same chunks, same numbers
+      } else {
+        ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16);
+      }
+      r.row.seconds += ev.seconds;
+      r.row.eviction_seconds += ev.eviction_seconds;
+      r.row.eviction_events += ev.events;
+      for (size_t s = 0; s < batch.size(); ++s) {
+        at::Tensor lp = r.cfg.policy == "full" ? logp_full[s] : at::log_softmax(ev.logits[s], -1);
+        at::Tensor nll = -lp.gather(1, tgt[s]).squeeze(1);
+        at::Tensor kl = (logp_full[s].exp() * (logp_full[s] - lp)).nan_to_num(0.0).sum(1);
+        at::Tensor top1 = lp.argmax(1).eq(arg_full[s]).to(at::kDouble).contiguous();
+        at::Tensor nf = nll_full[s].to(at::kDouble).contiguous(), ne = nll.to(at::kDouble).contiguous();
+        at::Tensor kd = kl.to(at::kDouble).contiguous(), en = ent[s].to(at::kDouble).contiguous();
+        const int64_t k = nll.size(0);
+        for (int64_t i = 0; i < k; ++i) {
+          r.st.nll_full.push_back(nf.data_ptr<double>()[i]);
+          r.st.nll.push_back(ne.data_ptr<double>()[i]);
+          r.st.kl.push_back(std::max(0.0, kd.data_ptr<double>()[i]));
+          r.st.entropy.push_back(en.data_ptr<double>()[i]);
+          r.st.top1.push_back(top1.data_ptr<double>()[i] != 0.0);
+          if (!opt.per_token_path.empty())
+            dump += json{{"policy", r.row.policy}, {"budget", r.row.budget}, {"window", L}, {"trace", batch[s]->id},
+                         {"position", batch[s]->prompt_len + i}, {"token", batch[s]->tokens[batch[s]->prompt_len + i]},
+                         {"nll_full", r.st.nll_full.back()}, {"nll", r.st.nll.back()}, {"kl", r.st.kl.back()},
+                         {"entropy", r.st.entropy.back()}, {"top1", static_cast<bool>(r.st.top1.back())}}
+                        .dump() +
+                    "\n";
+        }
+      }
+    }
+    FKV_LOG_INFO("fidelity: {}/{} traces done", std::min(traces.size(), b0 + opt.batch), traces.size());
+  }
+  for (auto& r : rows) {
+    const auto& st = r.st;
+    const size_t n = st.nll.size();
+    FidelityRow& row = r.row;
+    row.tokens = static_cast<int64_t>(n);
+    row.traces = rep.traces;
+    if (n == 0) {
+      rep.rows.push_back(row);
+      continue;
+    }
+    const double sf = std::accumulate(st.nll_full.begin(), st.nll_full.end(), 0.0);
+    const double se = std::accumulate(st.nll.begin(), st.nll.end(), 0.0);
+    row.mean_nll_full = sf / n;
+    row.mean_nll = se / n;
+    row.lm_loss_ratio = sf > 0 ? se / sf : 1.0;
+    row.mean_delta_nll = (se - sf) / n;
+    row.kl = std::accumulate(st.kl.begin(), st.kl.end(), 0.0) / n;
+    row.top1_agreement = static_cast<double>(std::count(st.top1.begin(), st.top1.end(), 1)) / n;
+    // entropy split: the bottom `low_entropy_fraction` of tokens by full-cache predictive entropy
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return st.entropy[a] < st.entropy[b]; });
+    const size_t n_low = static_cast<size_t>(opt.low_entropy_fraction * n);
+    double lf = 0, le = 0, hf = 0, he = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t j = order[i];
+      if (i < n_low) {
+        lf += st.nll_full[j];
+        le += st.nll[j];
+      } else {
+        hf += st.nll_full[j];
+        he += st.nll[j];
+      }
+    }
+    const size_t n_high = n - n_low;
+    row.low_entropy_loss_increase = lf > 0 ? le / lf - 1.0 : 0.0;
+    row.high_entropy_loss_increase = hf > 0 ? he / hf - 1.0 : 0.0;
+    row.low_entropy_delta_nll = n_low ? (le - lf) / n_low : 0.0;
+    row.high_entropy_delta_nll = n_high ? (he - hf) / n_high : 0.0;
+    rep.rows.push_back(row);
+  }
+  if (!opt.per_token_path.empty()) write_file_atomic(opt.per_token_path, dump);
+  return rep;
+}
+
+}  // namespace fkv::evalrun
