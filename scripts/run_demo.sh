@@ -21,3 +21,18 @@ echo "--- question: $QUESTION"
 echo "--- SmolLM2-135M-Instruct (greedy, full KV cache):"
 "$BIN/fkv-model" generate --model "$MODEL" --chat "$QUESTION
 $SUFFIX" --greedy --max-new-tokens 256
+echo
+echo "--- the same question under H2O eviction (B = 64 entries per layer and KV head, evict every 16 tokens):"
+"$BIN/fkv-model" generate --model "$MODEL" --chat "$QUESTION
+$SUFFIX" --greedy --max-new-tokens 256 --policy h2o --budget 64 --window 16
+# Small golden-trace -> fidelity pipeline (resumable; outputs under runs/demo/).
+if [ -f "$DATA/train/gsm8k_train.jsonl" ]; then
+  mkdir -p runs/demo
+  echo "--- golden traces: 4 GSM8K training problems, labels for B = 64, W = 16"
+  "$BIN/fkv-trace" generate --model "$MODEL" --output runs/demo/traces.safetensors --data-dir "$DATA" \
+    --limit 4 --max-new-tokens 192 --budgets 64 --window 16 --log-level warn
+  echo "--- trace fidelity (LM-loss ratio evicted/full; golden is the oracle):"
+  "$BIN/fkv-eval" fidelity --model "$MODEL" --traces runs/demo/traces.safetensors \
+    --policies golden,h2o,snapkv,rkv,tova,streamingllm,knorm,random --budgets 64 --window 16 \
+    --output runs/demo/fidelity.json > /dev/null
+fi

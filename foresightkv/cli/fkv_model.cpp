@@ -8,6 +8,7 @@
 
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
+#include "foresightkv/evict/config.h"
 #include "foresightkv/core/json.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/io/npy.h"
@@ -245,6 +246,14 @@ int cmd_generate(const Args& a) {
     o.sampling.min_p = static_cast<float>(a.get_double("min-p", 0.0));
   }
   if (a.has("stop")) o.stop_strings.push_back(a.get("stop"));
+  if (a.flag("ignore-eos")) o.eos_ids = {-1};  // no id matches: run to --max-new-tokens (benchmarks)
+  o.eviction.policy = a.get("policy", "full");
+  o.eviction.budget = a.get_int("budget", 0);
+  o.eviction.window = a.get_int("window", 0);
+  o.eviction.variant = fkv::evict::parse_variant(a.get("variant", "intended"));
+  o.eviction.protect = a.get_int("protect", -1);
+  o.eviction.query_window = a.get_int("query-window", -1);
+  o.eviction.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   const int64_t n = a.get_int("num-sequences", 1);
   FKV_CHECK_ARG(n >= 1, "--num-sequences must be >= 1");
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(n), prompt_ids);
@@ -263,7 +272,11 @@ int cmd_generate(const Args& a) {
                 {"seed", r.seed},               {"sequence_index", r.sequence_index},
                 {"prompt_tokens", r.prompt_ids.size()}, {"generated_tokens", r.ids.size()},
                 {"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds},
-                {"tokens_per_s", r.tokens_per_s}};
+                {"tokens_per_s", r.tokens_per_s},
+                {"eviction", {{"config", o.eviction.resolved().to_json()}, {"events", r.eviction_events},
+                              {"seconds", r.eviction_seconds}, {"peak_entries", r.peak_entries},
+                              {"kv_storage_bytes", r.kv_storage_bytes}, {"peak_kv_bytes", r.peak_kv_bytes},
+                              {"time_share_of_decode", r.decode_seconds > 0 ? r.eviction_seconds / r.decode_seconds : 0.0}}}};
       std::cout << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     }
   } else if (n == 1) {
@@ -328,7 +341,14 @@ std::vector<Command> commands() {
                     {"num-sequences", true, "sequences generated in one batch", "1"},
                     {"stop", true, "stop string", ""},
                     {"chunk", true, "prefill chunk", "512"},
-                    {"json", false, "print one JSON object per sequence", ""}}),
+                    {"ignore-eos", false, "do not stop at EOS (fixed-length runs for benchmarks)", ""},
+                    {"policy", true, "KV eviction policy: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random", "full"},
+                    {"budget", true, "eviction budget B per layer and KV head", ""},
+                    {"window", true, "eviction interval L (new tokens between evictions)", ""},
+                    {"variant", true, "intended | parity (docs/eviction.md)", "intended"},
+                    {"protect", true, "newest entries never evicted (default L)", ""},
+                    {"query-window", true, "observed queries for attention statistics (default per policy)", ""},
+                    {"json", false, "print one JSON object per sequence (with eviction statistics)", ""}}),
        cmd_generate},
       {"bench", "fkv-model bench --model PATH [--contexts 128,1024,4096] [--decode-tokens 32] [--threads 2] [--json]",
        with_common({{"contexts", true, "context lengths", "128,1024,4096"},

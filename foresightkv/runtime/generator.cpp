@@ -54,11 +54,11 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   }
   // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
   Sampler sampler(opt.sampling, tokenizer_.vocab_size());
-  const int64_t pad_id = eos.empty() ? 0 : eos.front();
+  const int64_t pad_id = eos.empty() || eos.front() < 0 ? 0 : eos.front();  // (a -1 "never stop" id is no token)
   evict::Evictor evictor(opt.eviction, n_seq, cfg.n_layer, cfg.n_head_q, cfg.n_head_kv, cfg.head_dim);
   const int64_t full_cap = max_prompt + opt.max_new_tokens + opt.prefill_chunk;
   const int64_t cap =
-      evictor.enabled() ? std::min(full_cap, evictor.config().capacity_for_chunk(opt.prefill_chunk)) : full_cap;
+      evictor.enabled() ? std::min(full_cap, evictor.config().capacity_for_chunk(std::min(opt.prefill_chunk, max_prompt))) : full_cap;
   cache::KvCache kv = model_.make_cache(n_seq, cap, opt.kv_f16 ? at::kHalf : at::kFloat);
   EvictorTaps taps(evictor);
   model::ForwardTaps* tp = evictor.enabled() ? &taps : nullptr;

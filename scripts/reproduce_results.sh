@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Reproduce the measurements in docs/results.md (CPU, 2 threads). Each step is resumable or cheap to
+# rerun; outputs go to data/results/ (git-ignored). Usage:
+#   bash scripts/reproduce_results.sh STEP [STEP ...]
+# Steps:
+#   traces     SmolLM2 GSM8K-train traces (90 problems, protocol sampling, seed 1, >= 512 tokens) + golden labels
+#   fidelity   fidelity table on those traces: every policy x B = 64, 128, 256, L = 32 (intended variant)
+#   parity     the same table for the parity variant (official-code behaviour) of h2o/snapkv/rkv
+#   aime       second workload: AIME24 reference solutions (problem = prompt, solution = response), labelled
+#   overhead   eviction time share and KV memory when generating 4096 tokens at B = 256, L = 32
+#   label      labelling throughput and peak RSS at T = 1K, 4K, 16K
+#   heatmap    golden retention heat map + plots (scripts/plot_results.py)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export FKV_ROOT="$ROOT"
+BIN="${FKV_BUILD_DIR:-$ROOT/build}/bin"
+PY="$ROOT/.venv/bin/python"
+OUT="$ROOT/data/results"
+DATA="${FKV_DATA_DIR:-$ROOT/../shared/data}"
+M=smollm2-135m-instruct
+T="${FKV_THREADS:-2}"
+mkdir -p "$OUT"
+POLICIES=golden,h2o,snapkv,rkv,tova,streamingllm,knorm,random
+
+step_traces() {
+  "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_gsm8k_traces.safetensors" --data-dir "$DATA" \
+    --budgets 64,128,256 --window 32 --limit 90 --max-new-tokens 640 --min-length 512 --seed 1 --threads "$T"
+}
+
+step_fidelity() {
+  "$BIN/fkv-eval" fidelity --model $M --traces "$OUT/smollm2_gsm8k_traces.safetensors" --policies full,$POLICIES \
+    --budgets 64,128,256 --window 32 --batch 8 --threads "$T" --output "$OUT/fidelity_smollm2_gsm8k.json" > /dev/null
+}
+
+step_parity() {
+  "$BIN/fkv-eval" fidelity --model $M --traces "$OUT/smollm2_gsm8k_traces.safetensors" --policies h2o,snapkv,rkv \
+    --variant parity --budgets 64,128,256 --window 32 --batch 8 --threads "$T" \
+    --output "$OUT/fidelity_smollm2_gsm8k_parity.json" > /dev/null
+}
+
+step_aime() {
+  "$PY" - "$DATA/eval/aime24.jsonl" "$OUT/aime24_texts.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as f:
+    for line in open(sys.argv[1]):
+        q = json.loads(line)
+        f.write(json.dumps({"text": q["problem"]}) + "\n")
+        f.write(json.dumps({"text": q["solution"]}) + "\n")
+PY
+  "$BIN/fkv-model" tokenize --tokenizer $M --input "$OUT/aime24_texts.jsonl" --output "$OUT/aime24_ids.jsonl"
+  "$PY" - "$OUT/aime24_ids.jsonl" "$OUT/aime24_solutions.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l)["ids"] for l in open(sys.argv[1])]
+with open(sys.argv[2], "w") as f:
+    for i in range(0, len(rows), 2):
+        # keep solutions of 256..1536 tokens (long enough to bite at B = 256, short enough for a CPU run)
+        if 256 <= len(rows[i + 1]) <= 1536:
+            f.write(json.dumps({"id": f"aime24-{i // 2}", "prompt_ids": rows[i], "response_ids": rows[i + 1]}) + "\n")
+PY
+  "$BIN/fkv-trace" label --model $M --input "$OUT/aime24_solutions.jsonl" --budgets 64,128,256 --window 32 \
+    --output "$OUT/aime24_solutions.safetensors" --threads "$T"
+  "$BIN/fkv-eval" fidelity --model $M --traces "$OUT/aime24_solutions.safetensors" --policies full,$POLICIES \
+    --budgets 64,128,256 --window 32 --batch 4 --threads "$T" --output "$OUT/fidelity_smollm2_aime24.json" > /dev/null
+}
+
+step_overhead() {
+  local q="Write a long, detailed story about a lighthouse keeper and a storm."
+  for p in full h2o snapkv rkv tova streamingllm knorm random; do
+    local extra=""
+    [ "$p" != full ] && extra="--policy $p --budget 256 --window 32"
+    "$BIN/fkv-model" generate --model $M --chat "$q" --greedy --max-new-tokens 4096 --ignore-eos --json \
+      --threads "$T" $extra > "$OUT/overhead_$p.json"
+  done
+  "$PY" - "$OUT" <<'PY'
+import json, sys, glob, os
+rows = []
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "overhead_*.json"))):
+    j = json.loads(open(f).readline())
+    e = j["eviction"]
+    rows.append({"policy": e["config"]["policy"], "generated": j["generated_tokens"], "decode_s": j["decode_seconds"],
+                 "tok_s": j["tokens_per_s"], "events": e["events"], "evict_s": e["seconds"],
+                 "share": e["time_share_of_decode"], "peak_kv_bytes": e["peak_kv_bytes"],
+                 "kv_storage_bytes": e["kv_storage_bytes"]})
+json.dump(rows, open(os.path.join(sys.argv[1], "overhead.json"), "w"), indent=1)
+for r in rows: print(r)
+PY
+}
+
+step_label() {
+  "$PY" - "$OUT/aime24_ids.jsonl" "$OUT/label_bench" <<'PY'
+import json, sys
+ids = [t for l in open(sys.argv[1]) for t in json.loads(l)["ids"]]
+while len(ids) < 16384: ids = ids + ids
+for n in (1024, 4096, 16384):
+    with open(f"{sys.argv[2]}_{n}.jsonl", "w") as f:
+        f.write(json.dumps({"id": f"T{n}", "prompt_ids": ids[:64], "response_ids": ids[64:n]}) + "\n")
+PY
+  for n in 1024 4096 16384; do
+    rm -f "$OUT/label_bench_$n.safetensors"
+    "$BIN/fkv-trace" label --model $M --input "$OUT/label_bench_$n.jsonl" --budgets 256 --window 64 \
+      --output "$OUT/label_bench_$n.safetensors" --threads "$T" --log-level warn | tee "$OUT/label_bench_$n.json"
+  done
+}
+
+step_heatmap() {
+  "$BIN/fkv-trace" inspect --input "$OUT/smollm2_gsm8k_traces.safetensors" --heatmap "$OUT/retention_b128.json" \
+    --budget 128 --window 32 > "$OUT/inspect_gsm8k.json"
+  "$PY" scripts/plot_results.py "$OUT/fidelity_smollm2_gsm8k.json" "$OUT/retention_b128.json" --out "$OUT/smollm2_gsm8k"
+}
+
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+for s in "$@"; do "step_$s"; done
