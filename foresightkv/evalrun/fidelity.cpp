@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
 
 #include "foresightkv/core/error.h"
@@ -29,11 +30,16 @@ struct RunOut {
   std::vector<at::Tensor> logits;  // per trace [n_scored, V]: logits at positions prompt-1 .. T-2
   int64_t events = 0;
   double seconds = 0, eviction_seconds = 0;
+  std::shared_ptr<cache::KvCache> cache;  // the final cache (kept for the full run: its prefix is shared)
 };
 
-// Teacher-forced chunked run of a batch of traces under `cfg` (policy "full": no eviction).
+// Teacher-forced chunked run of a batch of traces under `cfg` (policy "full": no eviction). With `full`, the run
+// starts at chunk boundary `start`: the cache is seeded with the full run's first `start` entries and the logits
+// of earlier positions are the full run's. Exact, because nothing can be evicted before the cache holds B + L
+// entries (start <= B) and the chunks (hence every floating-point operation) are the same.
 RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Trace*>& batch,
-                  const evict::EvictionConfig& cfg, int64_t L, bool kv_f16) {
+                  const evict::EvictionConfig& cfg, int64_t L, bool kv_f16, const RunOut* full = nullptr,
+                  int64_t start_at = 0) {
   const auto& mc = m.config();
   const int64_t n = static_cast<int64_t>(batch.size());
   int64_t Tmax = 0;
@@ -55,13 +61,31 @@ RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Tr
     }
   }
   const int64_t cap = ev.enabled() ? std::min(Tmax + L, ev.config().capacity_for_chunk(L)) : Tmax + L;
-  cache::KvCache kv = m.make_cache(n, cap, kv_f16 ? at::kHalf : at::kFloat);
+  auto kvp = std::make_shared<cache::KvCache>(m.make_cache(n, cap, kv_f16 ? at::kHalf : at::kFloat));
+  cache::KvCache& kv = *kvp;
   QueryTap tap(ev);
   RunOut out;
+  out.cache = kvp;
   for (int64_t s = 0; s < n; ++s)
     out.logits.push_back(at::empty({batch[s]->length() - batch[s]->prompt_len, mc.n_vocab}, at::kFloat));
   const double t0 = now_seconds();
-  for (int64_t start = 0; start < Tmax; start += L) {
+  start_at = std::min(start_at, (Tmax / L) * L);
+  if (full && start_at > 0) {
+    FKV_CHECK(start_at % L == 0 && start_at <= cap, "fidelity: bad shared prefix {}", start_at);
+    const cache::KvCache& src = *full->cache;
+    for (int64_t l = 0; l < mc.n_layer; ++l)
+      kv.append(l, src.k(l).narrow(2, 0, start_at), src.v(l).narrow(2, 0, start_at),
+                src.pos(l).select(1, 0).narrow(1, 0, start_at));
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t len = batch[s]->length();
+      if (len < start_at) kv.pop_back(s, start_at - len);
+      const int64_t p0 = batch[s]->prompt_len - 1, upto = std::min(start_at, len - 1);  // positions p0 .. upto-1
+      if (upto > p0) out.logits[s].narrow(0, 0, upto - p0).copy_(full->logits[s].narrow(0, 0, upto - p0));
+    }
+  } else {
+    start_at = 0;
+  }
+  for (int64_t start = start_at; start < Tmax; start += L) {
     const int64_t T = std::min(L, Tmax - start);
     at::Tensor ids = at::zeros({n, T}, at::kLong), pos = at::empty({n, T}, at::kLong);
     std::vector<int64_t> real(n);
@@ -201,7 +225,9 @@ FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& 
       if (r.cfg.policy == "full") {
         ev = ref;  // same chunks, same numbers
       } else {
-        ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16);
+        // share the full run's prefix up to the last chunk boundary <= B (no eviction can happen before it)
+        const int64_t start_at = opt.share_prefix && r.cfg.query_window <= L ? (r.cfg.budget / L) * L : 0;
+        ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16, &ref, start_at);
       }
       r.row.seconds += ev.seconds;
       r.row.eviction_seconds += ev.eviction_seconds;

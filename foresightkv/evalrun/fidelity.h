@@ -26,6 +26,7 @@ struct FidelityOptions {
   bool kv_f16 = false;
   std::string per_token_path;         // optional JSONL with one line per (row, trace, scored token)
   double low_entropy_fraction = 0.8;  // tokens with entropy in the bottom 80 % are "low-entropy" (paper Table 1)
+  bool share_prefix = true;           // evicted runs reuse the full run's work before the first possible eviction
 };
 
 struct FidelityRow {

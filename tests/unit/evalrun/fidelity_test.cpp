@@ -61,6 +61,27 @@ TEST_CASE("fidelity with B >= trace length equals the full cache exactly", "[uni
   }
 }
 
+TEST_CASE("fidelity: sharing the full run's prefix changes nothing", "[unit][evalrun]") {
+  auto m = model::Transformer::load(test::load_bundle("qwen3_g4_hd16").dir);
+  trace::TraceSet set = make_set(m->config().n_vocab, {{70, 6}, {45, 30}, {12, 5}}, 4);
+  evalrun::FidelityOptions o;
+  o.policies = {"h2o", "snapkv", "random"};
+  o.budgets = {16, 20};  // 20 is not a multiple of L: the shared prefix stops at 16
+  o.base.window = 8;
+  o.batch = 3;
+  auto a = evalrun::run_fidelity(*m, set, o);
+  o.share_prefix = false;
+  auto b = evalrun::run_fidelity(*m, set, o);
+  REQUIRE(a.rows.size() == b.rows.size());
+  for (size_t i = 0; i < a.rows.size(); ++i) {
+    INFO(a.rows[i].policy << " " << a.rows[i].budget);
+    CHECK(a.rows[i].mean_nll == b.rows[i].mean_nll);
+    CHECK(a.rows[i].kl == b.rows[i].kl);
+    CHECK(a.rows[i].eviction_events == b.rows[i].eviction_events);
+    CHECK(a.rows[i].lm_loss_ratio != 1.0);
+  }
+}
+
 TEST_CASE("fidelity under StreamingLLM equals the reference model with the implied key mask", "[unit][evalrun]") {
   for (const std::string name : {"llama_g1", "qwen3_g4_hd16"}) {
     DYNAMIC_SECTION(name) {
