@@ -11,6 +11,7 @@
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
 #include "foresightkv/evict/evictor.h"
+#include "foresightkv/evict/policy.h"
 
 namespace fkv::evalrun {
 namespace {
@@ -226,7 +227,12 @@ FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& 
         ev = ref;  // same chunks, same numbers
       } else {
         // share the full run's prefix up to the last chunk boundary <= B (no eviction can happen before it)
-        const int64_t start_at = opt.share_prefix && r.cfg.query_window <= L ? (r.cfg.budget / L) * L : 0;
+        // (not when the first event observes more than the last chunk's queries: intended accumulators see every
+        // query since the start)
+        const bool acc_first = r.cfg.variant == evict::Variant::Intended &&
+                               evict::make_policy(r.cfg)->needs_accumulators();
+        const int64_t start_at =
+            opt.share_prefix && r.cfg.query_window <= L && !acc_first ? (r.cfg.budget / L) * L : 0;
         ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16, &ref, start_at);
       }
       r.row.seconds += ev.seconds;

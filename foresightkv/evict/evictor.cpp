@@ -21,6 +21,7 @@ Evictor::Evictor(const EvictionConfig& config, int64_t n_seq, int64_t n_layer, i
       n_head_kv_(n_head_kv),
       head_dim_(head_dim),
       qcount_(n_seq, 0),
+      qhead_(n_seq, 0),
       count_(n_seq, 0),
       flag_(n_seq, 0),
       events_(n_seq, 0),
@@ -42,9 +43,14 @@ void Evictor::set_policy(std::unique_ptr<Policy> p) {
   qbuf_.clear();
   if (want_attn_) {
     FKV_CHECK_ARG(cfg_.query_window > 0, "policy '{}' needs observed queries: set query_window >= 1", policy_->name());
+    // Intended accumulators start from every query since the beginning (spec §P.2 (i): CUM = sum over the first
+    // chunk's queries), so the ring keeps up to B + L queries for the first event; later events read the newest
+    // query_window of them.
+    qcap_ = want_acc_ && cfg_.variant == Variant::Intended ? std::max(cfg_.query_window, cfg_.budget + cfg_.window)
+                                                           : cfg_.query_window;
     for (int64_t l = 0; l < n_layer_; ++l)
-      qbuf_.push_back(at::zeros({n_seq_, n_head_, cfg_.query_window, head_dim_}, at::kFloat));
-    qpos_ = at::full({n_seq_, cfg_.query_window}, -1, at::kLong);
+      qbuf_.push_back(at::zeros({n_seq_, n_head_, qcap_, head_dim_}, at::kFloat));
+    qpos_ = at::full({n_seq_, qcap_}, -1, at::kLong);
   }
 }
 
@@ -56,13 +62,12 @@ void Evictor::begin_forward(const at::Tensor& pos, const std::vector<int64_t>& n
   chunk_pos_ = pos.to(at::kCPU, at::kLong).contiguous();
   chunk_real_ = n_real;
   if (!want_attn_) return;
-  const int64_t QW = cfg_.query_window;
+  // ring buffer: the newest min(r, qcap) tokens of the chunk go to slots head, head+1, ... (mod qcap)
   for (int64_t s = 0; s < n_seq_; ++s) {
-    const int64_t r = n_real[s], take = std::min(r, QW);
-    if (take == 0) continue;
-    at::Tensor row = qpos_[s];
-    if (take < QW) row.narrow(0, 0, QW - take).copy_(row.narrow(0, take, QW - take).clone());
-    row.narrow(0, QW - take, take).copy_(chunk_pos_[s].narrow(0, r - take, take));
+    const int64_t r = n_real[s], take = std::min(r, qcap_);
+    int64_t* qp = qpos_[s].data_ptr<int64_t>();
+    const int64_t* cp = chunk_pos_[s].data_ptr<int64_t>();
+    for (int64_t i = 0; i < take; ++i) qp[(qhead_[s] + i) % qcap_] = cp[r - take + i];
   }
 }
 
@@ -72,16 +77,21 @@ void Evictor::observe_queries(int64_t layer, const at::Tensor& q) {
                     q.size(3) == head_dim_ && chunk_pos_.defined() && q.size(2) == chunk_pos_.size(1),
                 "Evictor::observe_queries: expected q [n_seq={}, Hq={}, T, D={}] after begin_forward, got {}", n_seq_,
                 n_head_, head_dim_, fmt::streamed(q.sizes()));
-  const int64_t QW = cfg_.query_window;
   for (int64_t s = 0; s < n_seq_; ++s) {
-    const int64_t r = chunk_real_[s], take = std::min(r, QW);
+    const int64_t r = chunk_real_[s], take = std::min(r, qcap_);
     if (take == 0) continue;
-    at::Tensor buf = qbuf_[layer][s];  // [Hq, QW, D]
-    if (take < QW) buf.narrow(1, 0, QW - take).copy_(buf.narrow(1, take, QW - take).clone());
-    buf.narrow(1, QW - take, take).copy_(q[s].narrow(1, r - take, take));
+    at::Tensor buf = qbuf_[layer][s];  // [Hq, qcap, D]
+    at::Tensor src = q[s].narrow(1, r - take, take);
+    const int64_t first = qhead_[s] % qcap_, n1 = std::min(take, qcap_ - first);
+    buf.narrow(1, first, n1).copy_(src.narrow(1, 0, n1));
+    if (n1 < take) buf.narrow(1, 0, take - n1).copy_(src.narrow(1, n1, take - n1));
   }
   if (layer == n_layer_ - 1)
-    for (int64_t s = 0; s < n_seq_; ++s) qcount_[s] = std::min(QW, qcount_[s] + std::min(chunk_real_[s], QW));
+    for (int64_t s = 0; s < n_seq_; ++s) {
+      const int64_t take = std::min(chunk_real_[s], qcap_);
+      qhead_[s] = (qhead_[s] + take) % qcap_;
+      qcount_[s] = std::min(qcap_, qcount_[s] + take);
+    }
 }
 
 int64_t Evictor::end_forward(cache::KvCache& kv) {
@@ -144,11 +154,12 @@ void Evictor::evict_layer(cache::KvCache& kv, int64_t s, int64_t l, int64_t even
   v.v = kv.v(l)[s].narrow(1, 0, n).to(at::kCPU, at::kFloat);
   v.pos = kv.pos(l)[s].narrow(1, 0, n);
   if (want_attn_ && qcount_[s] > 0) {
-    const int64_t nq = qcount_[s], QW = cfg_.query_window;
-    at::Tensor q = qbuf_[l][s].narrow(1, QW - nq, nq).view({H, G * nq, D});
+    const int64_t nq = std::min(qcount_[s], event == 0 ? qcap_ : cfg_.query_window);
+    at::Tensor slots = (at::arange(qhead_[s] - nq, qhead_[s], at::kLong) + qcap_).remainder(qcap_);  // oldest first
+    at::Tensor q = qbuf_[l][s].index_select(1, slots).view({H, G * nq, D});
     at::Tensor lg = at::matmul(q, v.k.transpose(1, 2)).mul_(1.0 / std::sqrt(static_cast<double>(D)));
     lg = lg.view({H, G, nq, n});
-    at::Tensor qp = qpos_[s].narrow(0, QW - nq, nq).view({1, 1, nq, 1});
+    at::Tensor qp = qpos_[s].index_select(0, slots).view({1, 1, nq, 1});
     at::Tensor future = v.pos.view({H, 1, 1, n}) > qp;  // causal by position
     lg.masked_fill_(future, -std::numeric_limits<float>::infinity());
     v.logits = lg;
@@ -203,6 +214,7 @@ void Evictor::evict_layer(cache::KvCache& kv, int64_t s, int64_t l, int64_t even
 void Evictor::reset(int64_t seq) {
   FKV_CHECK_ARG(seq >= 0 && seq < n_seq_, "Evictor::reset: bad sequence {}", seq);
   qcount_[seq] = 0;
+  qhead_[seq] = 0;
   count_[seq] = 0;
   peak_seq_[seq] = 0;
   flag_[seq] = 0;

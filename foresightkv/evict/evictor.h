@@ -59,10 +59,12 @@ class Evictor {
   std::unique_ptr<Policy> policy_;
   int64_t n_seq_, n_layer_, n_head_, n_head_kv_, head_dim_;
   bool want_attn_ = false, want_acc_ = false;
-  // query buffer per layer: [n_seq, Hq, QW, D] newest last, positions [n_seq, QW], fill count per sequence
+  // query ring per layer: [n_seq, Hq, qcap, D], positions [n_seq, qcap] (shared by the layers)
   std::vector<at::Tensor> qbuf_;
-  at::Tensor qpos_;                 // [n_seq, QW] (same positions for every layer)
-  std::vector<int64_t> qcount_;
+  at::Tensor qpos_;
+  std::vector<int64_t> qcount_;     // valid queries in the ring (<= qcap_)
+  std::vector<int64_t> qhead_;      // next ring slot to write
+  int64_t qcap_ = 0;                // ring capacity
   // accumulators per layer: [n_seq, Hkv, G, capacity] fp32, zero past the live length
   std::vector<at::Tensor> cum_, dec_;
   at::Tensor chunk_pos_;            // current forward's positions

@@ -154,11 +154,14 @@ TEST_CASE("statistics: observed queries' attention, causal by position; accumula
         const evict::LayerView& v = spy->seen[i];
         // naive: the last 3 queries of this sequence (they are the newest positions), against the view's keys
         const int64_t G = kHq / kHkv;
-        REQUIRE(v.probs.size(2) == 3);
+        // intended accumulators observe every query since the start at the first event (ring of B + L = 14)
+        const int64_t nq = v.probs.size(2);
+        const bool first = v.event == 0;
+        REQUIRE(nq == (first && var == evict::Variant::Intended ? std::min<int64_t>(v.n, 14) : 3));
         for (int64_t h = 0; h < kHkv; ++h)
           for (int64_t g = 0; g < G; ++g)
-            for (int64_t a = 0; a < 3; ++a) {
-              const int64_t qpos = next[v.seq] - 3 + a;
+            for (int64_t a = 0; a < nq; ++a) {
+              const int64_t qpos = next[v.seq] - nq + a;
               // find that query: walk back over the logged forwards of this layer
               at::Tensor qv;
               {
