@@ -3,7 +3,7 @@
 # rerun; outputs go to data/results/ (git-ignored). Usage:
 #   bash scripts/reproduce_results.sh STEP [STEP ...]
 # Steps:
-#   traces     SmolLM2 GSM8K-train traces (90 problems, protocol sampling, seed 1, >= 512 tokens) + golden labels
+#   traces     SmolLM2 GSM8K-train traces (110 problems x 4 samples, protocol sampling, seed 1, >= 512 tokens) + golden labels
 #   fidelity   fidelity table on those traces: every policy x B = 64, 128, 256, L = 32 (intended variant)
 #   parity     the same table for the parity variant (official-code behaviour) of h2o/snapkv/rkv
 #   aime       second workload: AIME24 reference solutions (problem = prompt, solution = response), labelled
@@ -26,7 +26,7 @@ POLICIES=golden,h2o,snapkv,rkv,tova,streamingllm,knorm,random
 
 step_traces() {
   "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_gsm8k_traces.safetensors" --data-dir "$DATA" \
-    --budgets 64,128,256 --window 32 --limit 90 --samples 4 --max-new-tokens 640 --min-length 512 --seed 1 --threads "$T"
+    --budgets 64,128,256 --window 32 --limit 110 --samples 4 --max-new-tokens 640 --min-length 512 --seed 1 --threads "$T"
 }
 
 step_fidelity() {
@@ -61,11 +61,13 @@ PY
   "$PY" - "$OUT/aime24_ids.jsonl" "$OUT/aime24_solutions.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l)["ids"] for l in open(sys.argv[1])]
+n = 0
 with open(sys.argv[2], "w") as f:
     for i in range(0, len(rows), 2):
-        # keep solutions of 256..1536 tokens (long enough to bite at B = 256, short enough for a CPU run)
-        if 256 <= len(rows[i + 1]) <= 1536:
+        # the first 10 solutions of 384..1280 tokens (they bite at B = 256; a CPU-sized workload)
+        if 384 <= len(rows[i + 1]) <= 1280 and n < 10:
             f.write(json.dumps({"id": f"aime24-{i // 2}", "prompt_ids": rows[i], "response_ids": rows[i + 1]}) + "\n")
+            n += 1
 PY
   "$BIN/fkv-trace" label --model $M --input "$OUT/aime24_solutions.jsonl" --budgets 64,128,256 --window 32 \
     --output "$OUT/aime24_solutions.safetensors" --threads "$T"
@@ -75,7 +77,7 @@ PY
 
 step_overhead() {
   local q="Write a long, detailed story about a lighthouse keeper and a storm."
-  for p in full h2o snapkv rkv tova streamingllm knorm random; do
+  for p in ${FKV_OVERHEAD_POLICIES:-h2o snapkv rkv streamingllm}; do
     local extra=""
     [ "$p" != full ] && extra="--policy $p --budget 256 --window 32"
     "$BIN/fkv-model" generate --model $M --chat "$q" --greedy --max-new-tokens 4096 --ignore-eos --json \

@@ -185,7 +185,8 @@ def help_and_usage(bin_, tmp):
 SMOLLM2_GGUF = os.path.join(os.environ.get("FKV_MODEL_DIR") or os.path.join(ROOT, "data", "models"),
                             "SmolLM2-135M-Instruct.Q4_1.gguf")
 GEN_SAMPLE_FIELDS = ["problem_id", "problem_index", "sample_index", "seed", "stream", "dataset", "policy", "budget",
-                     "window", "variant", "prompt_tokens", "response", "length", "finish_reason", "extracted", "correct",
+                     "window", "variant", "prompt_tokens", "response", "prompt_ids", "response_ids", "length",
+                     "finish_reason", "extracted", "correct",
                      "strict_extracted", "strict_correct", "answer", "eviction_events", "peak_kv_bytes", "tokens_per_s",
                      "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample", "batch_size",
                      "config_hash"]
