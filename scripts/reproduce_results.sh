@@ -64,20 +64,20 @@ rows = [json.loads(l)["ids"] for l in open(sys.argv[1])]
 n = 0
 with open(sys.argv[2], "w") as f:
     for i in range(0, len(rows), 2):
-        # the first 10 solutions of 384..1280 tokens (they bite at B = 256; a CPU-sized workload)
-        if 384 <= len(rows[i + 1]) <= 1280 and n < 10:
+        # the first 5 solutions of 384..1280 tokens (they bite at B = 256; a CPU-sized workload)
+        if 384 <= len(rows[i + 1]) <= 1280 and n < 5:
             f.write(json.dumps({"id": f"aime24-{i // 2}", "prompt_ids": rows[i], "response_ids": rows[i + 1]}) + "\n")
             n += 1
 PY
   "$BIN/fkv-trace" label --model $M --input "$OUT/aime24_solutions.jsonl" --budgets 64,128,256 --window 32 \
     --output "$OUT/aime24_solutions.safetensors" --threads "$T"
   "$BIN/fkv-eval" fidelity --model $M --traces "$OUT/aime24_solutions.safetensors" --policies full,$POLICIES \
-    --budgets 64,128,256 --window 32 --batch 4 --threads "$T" --output "$OUT/fidelity_smollm2_aime24.json" > /dev/null
+    --budgets 64,128,256 --window 32 --batch 5 --threads "$T" --output "$OUT/fidelity_smollm2_aime24.json" > /dev/null
 }
 
 step_overhead() {
   local q="Write a long, detailed story about a lighthouse keeper and a storm."
-  for p in ${FKV_OVERHEAD_POLICIES:-h2o snapkv rkv streamingllm}; do
+  for p in ${FKV_OVERHEAD_POLICIES:-h2o snapkv}; do
     local extra=""
     [ "$p" != full ] && extra="--policy $p --budget 256 --window 32"
     "$BIN/fkv-model" generate --model $M --chat "$q" --greedy --max-new-tokens 4096 --ignore-eos --json \
