@@ -12,20 +12,10 @@
 #include "foresightkv/core/timer.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/evict/policy.h"
+#include "foresightkv/runtime/evictor_taps.h"
 
 namespace fkv::evalrun {
 namespace {
-
-class QueryTap final : public model::ForwardTaps {
- public:
-  explicit QueryTap(evict::Evictor& e) : e_(e) {}
-  void on_qkv(int64_t layer, const at::Tensor& q, const at::Tensor&, const at::Tensor&) override {
-    e_.observe_queries(layer, q);
-  }
-
- private:
-  evict::Evictor& e_;
-};
 
 struct RunOut {
   std::vector<at::Tensor> logits;  // per trace [n_scored, V]: logits at positions prompt-1 .. T-2
@@ -64,7 +54,7 @@ RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Tr
   const int64_t cap = ev.enabled() ? std::min(Tmax + L, ev.config().capacity_for_chunk(L)) : Tmax + L;
   auto kvp = std::make_shared<cache::KvCache>(m.make_cache(n, cap, kv_f16 ? at::kHalf : at::kFloat));
   cache::KvCache& kv = *kvp;
-  QueryTap tap(ev);
+  runtime::EvictorTaps tap(ev);
   RunOut out;
   out.cache = kvp;
   for (int64_t s = 0; s < n; ++s)

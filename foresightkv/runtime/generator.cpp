@@ -7,21 +7,9 @@
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/timer.h"
 #include "foresightkv/evict/evictor.h"
+#include "foresightkv/runtime/evictor_taps.h"
 
 namespace fkv::runtime {
-namespace {
-// Feeds the chunk's post-RoPE queries to the evictor's statistics buffer.
-class EvictorTaps final : public model::ForwardTaps {
- public:
-  explicit EvictorTaps(evict::Evictor& e) : e_(e) {}
-  void on_qkv(int64_t layer, const at::Tensor& q, const at::Tensor&, const at::Tensor&) override {
-    e_.observe_queries(layer, q);
-  }
-
- private:
-  evict::Evictor& e_;
-};
-}  // namespace
 
 Generator::Generator(const model::Transformer& model, const text::Tokenizer& tokenizer)
     : model_(model), tokenizer_(tokenizer) {}
