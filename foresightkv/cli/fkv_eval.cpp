@@ -220,7 +220,7 @@ std::vector<Command> commands() {
         {"top-p", true, "top-p", "1.0"},
         {"top-k", true, "top-k (0 = off)", "0"},
         {"min-p", true, "min-p", "0.0"},
-        {"batch", true, "samples per forward batch (batches never mix problems)", "samples"},
+        {"batch", true, "(problem, sample) pairs per forward batch; batches span problems when larger than --samples", "samples"},
         {"chunk", true, "prefill chunk", "512"},
         {"kv-dtype", true, "KV cache storage: f32 | f16", "f32"},
         {"chat-template", true, "chat template family override (qwen3, qwen2.5, deepseek-r1, smollm2, chatml, none)",

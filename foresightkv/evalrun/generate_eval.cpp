@@ -222,7 +222,7 @@ GenerateEvalConfig GenerateEvalConfig::resolved() const {
   FKV_CHECK_ARG(c.kv_dtype == "f32" || c.kv_dtype == "f16", "kv_dtype '{}': expected f32 or f16", c.kv_dtype);
   c.sampling.validate();
   if (c.sampling.is_greedy()) c.sampling = runtime::SamplingParams::greedy();
-  c.batch = c.batch == 0 ? c.samples : std::min(c.batch, c.samples);
+  c.batch = c.batch == 0 ? c.samples : c.batch;
   c.data_dir = normalized(c.data_dir.empty() ? default_data_dir() : c.data_dir);
   c.eviction = c.eviction.resolved();
   return c;
@@ -443,7 +443,10 @@ json summarize(const GenerateEvalConfig& c, const std::vector<json>& rows, const
     prompt_tokens += row_double(r, "prompt_tokens");
     finish[r.value("finish_reason", std::string("?"))] += 1;
     peak_kv = std::max(peak_kv, row_int(r, "peak_kv_bytes"));
-    auto& b = batches[{p, row_int(r, "batch_first_sample")}];  // a batch's times are shared by its rows: count once
+    // a batch's times are shared by its rows: count once (rows before cross-problem batching lack
+    // batch_first_problem; their batches never left their problem)
+    const int64_t bp = r.contains("batch_first_problem") ? row_int(r, "batch_first_problem") : p;
+    auto& b = batches[{bp, row_int(r, "batch_first_sample")}];
     b.prefill = std::max(b.prefill, row_double(r, "prefill_seconds"));
     b.decode = std::max(b.decode, row_double(r, "decode_seconds"));
     b.eviction = std::max(b.eviction, row_double(r, "eviction_seconds"));
@@ -614,8 +617,16 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
     FKV_CHECK_ARG(out.good(), "cannot open '{}' for appending", run.output);
     FKV_LOG_INFO("generate: {} samples to go ({} problems x {} samples, policy {} budget {}), output '{}'", n_missing,
                  selection.size(), c.samples, c.eviction.policy, c.eviction.budget, run.output);
-    int64_t done = 0, done_correct = 0;
-    for (const auto& [pi, missing] : work) {
+    // Per-problem prompt data, built once per problem.
+    struct Prepared {
+      std::vector<int32_t> ids;
+      int64_t max_new = 0;
+      std::string answer;
+    };
+    std::map<int64_t, Prepared> prepared;
+    auto prepare = [&](int64_t pi) -> const Prepared& {
+      auto it = prepared.find(pi);
+      if (it != prepared.end()) return it->second;
       const Problem& prob = all[static_cast<size_t>(pi)];
       const std::string user = c.prompt.prefix + prob.question + c.prompt.suffix;
       std::string text = user;
@@ -625,71 +636,89 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
         const std::vector<text::ChatMessage> msgs = {{"user", user, std::nullopt}};
         text = tpl->render(msgs, co);
       }
-      const std::vector<int32_t> ids = tok.encode(text, c.prompt.add_special_tokens);
-      const int64_t prompt_len = static_cast<int64_t>(ids.size());
-      int64_t max_new = c.max_new_tokens;
-      if (c.max_length > 0) max_new = std::max<int64_t>(0, std::min(max_new, c.max_length - prompt_len));
-      const std::string where = fmt::format("'{}' problem {}", ds_path, pi);
-      const std::string answer = answer_text(prob.answer, where);
-      for (size_t b0 = 0; b0 < missing.size(); b0 += static_cast<size_t>(c.batch)) {
-        const size_t b1 = std::min(missing.size(), b0 + static_cast<size_t>(c.batch));
-        runtime::GenerateOptions o;
-        o.max_new_tokens = max_new;
-        o.sampling = c.sampling;
-        o.seed = c.seed;
-        o.prefill_chunk = c.prefill_chunk;
-        o.kv_f16 = c.kv_dtype == "f16";
-        o.eviction = c.eviction;
-        for (size_t k = b0; k < b1; ++k) o.stream_ids.push_back(sample_stream(pi, missing[k]));
-        const std::vector<std::vector<int32_t>> prompts(b1 - b0, ids);
-        const auto res = gen.generate(prompts, o);
-        std::string lines;
-        for (size_t k = b0; k < b1; ++k) {
-          const auto& r = res[k - b0];
-          const eval::GradeResult g = eval::grade(r.text, answer, ds);
-          ojson j;
-          j["problem_id"] = prob.id;
-          j["problem_index"] = pi;
-          j["sample_index"] = missing[k];
-          j["seed"] = c.seed;
-          j["stream"] = sample_stream(pi, missing[k]);
-          j["dataset"] = c.dataset;
-          j["policy"] = c.eviction.policy;
-          j["budget"] = c.eviction.budget;
-          j["window"] = c.eviction.window;
-          j["variant"] = evict::to_string(c.eviction.variant);
-          j["prompt_tokens"] = prompt_len;
-          j["response"] = r.text;
-          j["prompt_ids"] = ids;      // with response_ids: the line is also a fidelity/label trace
-          j["response_ids"] = r.ids;
-          j["length"] = static_cast<int64_t>(r.ids.size());
-          j["finish_reason"] = r.finish_reason;
-          j["extracted"] = g.extracted;
-          j["correct"] = g.correct;
-          j["strict_extracted"] = g.strict_extracted;
-          j["strict_correct"] = g.strict_correct;
-          j["answer"] = prob.answer;
-          j["eviction_events"] = r.eviction_events;
-          j["peak_kv_bytes"] = r.peak_kv_bytes;
-          j["tokens_per_s"] = r.tokens_per_s;
-          j["prefill_seconds"] = r.prefill_seconds;
-          j["decode_seconds"] = r.decode_seconds;
-          j["eviction_seconds"] = r.eviction_seconds;
-          j["batch_first_sample"] = missing[b0];
-          j["batch_size"] = static_cast<int64_t>(b1 - b0);
-          j["config_hash"] = hash;
-          const std::string line = j.dump(-1, ' ', false, ojson::error_handler_t::replace);
-          lines += line + "\n";
-          rows.push_back(json::parse(line));
-          done_correct += g.correct;
-        }
-        out.write(lines.data(), static_cast<std::streamsize>(lines.size()));  // one write per batch
-        out.flush();
-        FKV_CHECK(out.good(), "writing '{}' failed (disk full?)", run.output);
-        done += static_cast<int64_t>(b1 - b0);
+      Prepared pr;
+      pr.ids = tok.encode(text, c.prompt.add_special_tokens);
+      pr.max_new = c.max_new_tokens;
+      if (c.max_length > 0)
+        pr.max_new = std::max<int64_t>(0, std::min(pr.max_new, c.max_length - static_cast<int64_t>(pr.ids.size())));
+      pr.answer = answer_text(prob.answer, fmt::format("'{}' problem {}", ds_path, pi));
+      return prepared.emplace(pi, std::move(pr)).first->second;
+    };
+    // The missing (problem, sample) pairs in order, cut into batches of up to c.batch that may span
+    // problems (one max_new_tokens per batch: a batch ends where it would change).
+    std::vector<std::pair<int64_t, int64_t>> items;
+    for (const auto& [pi, missing] : work)
+      for (int64_t j : missing) items.emplace_back(pi, j);
+    int64_t done = 0, done_correct = 0;
+    for (size_t b0 = 0; b0 < items.size();) {
+      size_t b1 = b0 + 1;
+      const int64_t max_new = prepare(items[b0].first).max_new;
+      while (b1 < items.size() && b1 - b0 < static_cast<size_t>(c.batch) && prepare(items[b1].first).max_new == max_new)
+        ++b1;
+      runtime::GenerateOptions o;
+      o.max_new_tokens = max_new;
+      o.sampling = c.sampling;
+      o.seed = c.seed;
+      o.prefill_chunk = c.prefill_chunk;
+      o.kv_f16 = c.kv_dtype == "f16";
+      o.eviction = c.eviction;
+      std::vector<std::vector<int32_t>> prompts;
+      for (size_t k = b0; k < b1; ++k) {
+        o.stream_ids.push_back(sample_stream(items[k].first, items[k].second));
+        prompts.push_back(prepare(items[k].first).ids);
       }
-      FKV_LOG_INFO("problem {}: {}/{} samples done, accuracy so far {:.3f}", pi, done, n_missing,
-                   static_cast<double>(done_correct) / static_cast<double>(std::max<int64_t>(done, 1)));
+      const auto res = gen.generate(prompts, o);
+      std::string lines;
+      for (size_t k = b0; k < b1; ++k) {
+        const auto [pi, sj] = items[k];
+        const Problem& prob = all[static_cast<size_t>(pi)];
+        const Prepared& pr = prepare(pi);
+        const auto& r = res[k - b0];
+        const eval::GradeResult g = eval::grade(r.text, pr.answer, ds);
+        ojson j;
+        j["problem_id"] = prob.id;
+        j["problem_index"] = pi;
+        j["sample_index"] = sj;
+        j["seed"] = c.seed;
+        j["stream"] = sample_stream(pi, sj);
+        j["dataset"] = c.dataset;
+        j["policy"] = c.eviction.policy;
+        j["budget"] = c.eviction.budget;
+        j["window"] = c.eviction.window;
+        j["variant"] = evict::to_string(c.eviction.variant);
+        j["prompt_tokens"] = static_cast<int64_t>(pr.ids.size());
+        j["response"] = r.text;
+        j["prompt_ids"] = pr.ids;  // with response_ids: the line is also a fidelity/label trace
+        j["response_ids"] = r.ids;
+        j["length"] = static_cast<int64_t>(r.ids.size());
+        j["finish_reason"] = r.finish_reason;
+        j["extracted"] = g.extracted;
+        j["correct"] = g.correct;
+        j["strict_extracted"] = g.strict_extracted;
+        j["strict_correct"] = g.strict_correct;
+        j["answer"] = prob.answer;
+        j["eviction_events"] = r.eviction_events;
+        j["peak_kv_bytes"] = r.peak_kv_bytes;
+        j["tokens_per_s"] = r.tokens_per_s;
+        j["prefill_seconds"] = r.prefill_seconds;
+        j["decode_seconds"] = r.decode_seconds;
+        j["eviction_seconds"] = r.eviction_seconds;
+        j["batch_first_sample"] = items[b0].second;
+        j["batch_size"] = static_cast<int64_t>(b1 - b0);
+        j["config_hash"] = hash;
+        j["batch_first_problem"] = items[b0].first;
+        const std::string line = j.dump(-1, ' ', false, ojson::error_handler_t::replace);
+        lines += line + "\n";
+        rows.push_back(json::parse(line));
+        done_correct += g.correct;
+      }
+      out.write(lines.data(), static_cast<std::streamsize>(lines.size()));  // one write per batch
+      out.flush();
+      FKV_CHECK(out.good(), "writing '{}' failed (disk full?)", run.output);
+      done += static_cast<int64_t>(b1 - b0);
+      FKV_LOG_INFO("problems {}..{}: {}/{} samples done, accuracy so far {:.3f}", items[b0].first, items[b1 - 1].first,
+                   done, n_missing, static_cast<double>(done_correct) / static_cast<double>(std::max<int64_t>(done, 1)));
+      b0 = b1;
     }
   }
 

@@ -18,7 +18,12 @@
 //   tokens, EOS included), finish_reason (eos|length|stop_string), extracted, correct, strict_extracted,
 //   strict_correct (eval::grade, as `fkv-eval grade`), answer (as in the file), eviction_events, peak_kv_bytes,
 //   tokens_per_s, prefill_seconds, decode_seconds, eviction_seconds (the batch's wall times),
-//   batch_first_sample, batch_size (which batch the sample ran in), config_hash.
+//   batch_first_sample, batch_size (which batch the sample ran in), config_hash, batch_first_problem (with
+//   batch_first_sample: the batch's first (problem, sample)).
+// Batches take up to `batch` missing (problem, sample) pairs in order and may span problems (prompts of
+// different lengths share a forward batch, runtime/generator.h). A sample's RNG stream never depends on
+// its batch; its logits may differ from a differently batched run by fp32 summation order (the matrix
+// kernels pick their blocking by the number of rows), so a greedy sample can flip at a near-tie.
 // A run on an existing output resumes: a torn last line (a write cut by a crash) is dropped (the file is
 // rewritten atomically without it), every line must carry this run's config_hash (else InvalidArgument), and
 // only the missing (problem_index, sample_index) pairs are generated. config_hash = sha256 of
@@ -64,7 +69,7 @@ struct GenerateEvalConfig {
   int64_t max_new_tokens = 512;
   int64_t max_length = 0;          // prompt + generated tokens cap (official --max_length); 0 = none
   runtime::SamplingParams sampling = runtime::SamplingParams::greedy();
-  int64_t batch = 0;               // samples per forward batch (0 = samples); batches never mix problems
+  int64_t batch = 0;               // (problem, sample) pairs per forward batch (0 = samples); may span problems
   int64_t prefill_chunk = 512;
   std::string kv_dtype = "f32";    // f32 | f16
   PromptOptions prompt;

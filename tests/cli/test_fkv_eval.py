@@ -189,9 +189,9 @@ GEN_SAMPLE_FIELDS = ["problem_id", "problem_index", "sample_index", "seed", "str
                      "finish_reason", "extracted", "correct",
                      "strict_extracted", "strict_correct", "answer", "eviction_events", "peak_kv_bytes", "tokens_per_s",
                      "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample", "batch_size",
-                     "config_hash"]
+                     "config_hash", "batch_first_problem"]
 GEN_TIMING_FIELDS = ("tokens_per_s", "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample",
-                     "batch_size")
+                     "batch_size", "batch_first_problem")
 GEN_SUMMARY_FIELDS = ["config", "model", "config_hash", "seed", "dataset", "dataset_file", "dataset_sha256", "n_problems",
                       "samples", "n_samples", "accuracy", "ci_low", "ci_high", "strict_accuracy", "mean_length",
                       "p90_length", "tokens_per_s", "peak_kv_bytes", "eviction_time_share", "finish_reasons",

@@ -43,7 +43,7 @@ std::vector<json> lines_of(const std::string& path) {
 // Per-sample fields that depend on wall time or on how the samples were batched.
 json without_timing(json j) {
   for (const char* k : {"tokens_per_s", "prefill_seconds", "decode_seconds", "eviction_seconds", "batch_first_sample",
-                        "batch_size"})
+                        "batch_size", "batch_first_problem"})
     j.erase(k);
   return j;
 }
@@ -158,8 +158,8 @@ TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalr
   CHECK(fs::path(rr.data_dir).is_absolute());
   CHECK(rr.eviction.protect >= 0);
   CHECK(rr.eviction.query_window >= 0);
-  r.batch = 9;
-  CHECK(r.resolved().batch == 4);
+  r.batch = 9;  // more than the samples: batches span problems
+  CHECK(r.resolved().batch == 9);
   CHECK(GenerateEvalConfig::from_json(rr.to_json()).resolved().to_json() == rr.to_json());
 
   auto throws_with = [](const std::string& text, const std::string& needle) {
@@ -396,6 +396,23 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   c1.batch = 1;
   evalrun::run_generate_eval(c1, run);
   CHECK(by_key(lines_of(run.output)) == ka);
+
+  // ---- batches that span problems (prompts of different lengths in one forward batch)
+  run.output = dir + "/mixed.jsonl";
+  GenerateEvalConfig c5 = c;
+  c5.batch = 5;
+  const json s5 = evalrun::run_generate_eval(c5, run);
+  const auto d = lines_of(run.output);
+  REQUIRE(d.size() == 6);
+  CHECK(by_key(d) == ka);
+  CHECK(d[0]["batch_size"] == 5);
+  CHECK(d[4]["batch_first_problem"] == 0);
+  CHECK(d[4]["problem_index"] == 2);
+  CHECK(d[5]["batch_size"] == 1);
+  CHECK(d[5]["batch_first_problem"] == 2);
+  CHECK(d[5]["batch_first_sample"] == 1);
+  CHECK(d[0]["prompt_tokens"] != d[2]["prompt_tokens"]);  // the batch really mixes prompt lengths
+  CHECK(s5["accuracy"] == sa["accuracy"]);
 
   // ---- extending the run in place: more samples only adds the missing ones
   GenerateEvalConfig c3 = c;
