@@ -11,6 +11,11 @@
 #   label      labelling throughput and peak RSS at T = 1K, 4K, 16K
 #   heatmap    golden retention heat map + plots (scripts/plot_results.py)
 #   smoke      fkv-eval generate smoke test on GSM8K test problems: every policy, resume, paired reports
+#   qwen_bench     Qwen2.5-Coder-0.5B decode/prefill vs HF transformers and llama.cpp (scripts/bench_peers.py)
+#   qwen_greedy    Qwen2.5-Coder-0.5B GSM8K test accuracy, greedy, full cache (first FKV_QWEN_LIMIT problems, 300)
+#   qwen_sampled   the same problems (first FKV_QWEN_SAMPLED_LIMIT, 300), 4 samples (T 0.6, top-p 0.95, top-k 20),
+#                  full and streamingllm/h2o/snapkv/rkv/tova at B = 64, 128 with L = 16, paired against full
+#   qwen_fidelity  Qwen traces on GSM8K-train problems (>= 256 tokens) + golden labels + fidelity table
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -133,5 +138,41 @@ step_smoke() {
     --paired-with "$OUT/smoke_full.jsonl" | "$PY" -c 'import json,sys; s=json.load(sys.stdin); print("resume generated_now =", s["generated_now"])'
 }
 
-[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+Q=qwen2.5-coder-0.5b-instruct
+QB="${FKV_QWEN_BATCH:-16}"  # (problem, sample) pairs per forward batch; batches span problems
+
+step_qwen_bench() {
+  "$PY" scripts/bench_peers.py --model data/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --contexts 128,1024,4096 \
+    --decode-tokens 32 --threads "$T" --json-out "$OUT/bench_qwen.json" | tee "$OUT/bench_qwen.md"
+}
+
+step_qwen_greedy() {
+  "$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_greedy.json --model $Q --data-dir "$DATA" \
+    --limit "${FKV_QWEN_LIMIT:-300}" --batch "$QB" --threads "$T" --output "$OUT/qwen_gsm8k_greedy_full.jsonl" \
+    --log-level warn > /dev/null
+}
+
+step_qwen_sampled() {
+  local lim="${FKV_QWEN_SAMPLED_LIMIT:-300}" full="$OUT/qwen_gsm8k_sampled_full.jsonl"
+  local common=(--config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$lim"
+                --batch "$QB" --threads "$T" --log-level warn)
+  "$BIN/fkv-eval" generate "${common[@]}" --output "$full" > /dev/null
+  for b in ${FKV_QWEN_BUDGETS:-64 128}; do
+    for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do
+      "$BIN/fkv-eval" generate "${common[@]}" --policy $p --budget $b --window 16 \
+        --output "$OUT/qwen_gsm8k_sampled_${p}_b$b.jsonl" --paired-with "$full" > /dev/null
+    done
+  done
+}
+
+step_qwen_fidelity() {
+  # GSM8K-train problems (the first FKV_QWEN_TRACE_PROBLEMS), one protocol sample each, kept when prompt + response >= 384 tokens
+  "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_gsm8k_traces.safetensors" --data-dir "$DATA" \
+    --budgets 64,128 --window 16 --limit "${FKV_QWEN_TRACE_PROBLEMS:-64}" --samples 1 --max-new-tokens 512 \
+    --min-length 384 --seed 1 --batch "$QB" --threads "$T"
+  "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --policies full,$POLICIES \
+    --budgets 64,128 --window 16 --batch 8 --threads "$T" --output "$OUT/fidelity_qwen_gsm8k.json" > /dev/null
+}
+
+[ $# -ge 1 ] || { sed -n 2,20p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done

@@ -82,7 +82,7 @@ cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity, at::Scal
 }
 
 at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_in, cache::KvCache& cache,
-                                Logits logits_mode, ForwardTaps* taps) const {
+                                Logits logits_mode, ForwardTaps* taps, const std::vector<int64_t>& last_index) const {
   const auto& c = config();
   const auto& W = *weights_;
   FKV_CHECK_ARG(ids_in.dim() == 2 && pos_in.sizes() == ids_in.sizes(),
@@ -108,6 +108,11 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
                   idp[i], i, c.n_vocab);
     FKV_CHECK_ARG(posp[i] >= 0, "forward: negative position {} at index {}", posp[i], i);
   }
+  FKV_CHECK_ARG(last_index.empty() || (logits_mode == Logits::Last && static_cast<int64_t>(last_index.size()) == n_seq),
+                "forward: last_index needs Logits::Last and one row per sequence (got {} for {} sequences)",
+                last_index.size(), n_seq);
+  for (int64_t li : last_index)
+    FKV_CHECK_ARG(0 <= li && li < T, "forward: last_index {} outside the chunk [0, {})", li, T);
 
   const int64_t H = c.hidden, Hq = c.n_head_q, Hkv = c.n_head_kv, D = c.head_dim, F = c.ffn_hidden;
   const int64_t G = Hq / Hkv, half = D / 2;
@@ -208,7 +213,16 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   }
 
   if (logits_mode == Logits::None) return at::Tensor();
-  at::Tensor rows = logits_mode == Logits::All ? x : x.view({n_seq, T, H}).select(1, T - 1).contiguous();
+  at::Tensor rows;
+  if (logits_mode == Logits::All) {
+    rows = x;
+  } else if (last_index.empty()) {
+    rows = x.view({n_seq, T, H}).select(1, T - 1).contiguous();
+  } else {
+    std::vector<int64_t> flat(static_cast<size_t>(n_seq));
+    for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
+    rows = x.index_select(0, at::tensor(flat, at::kLong));
+  }
   const int64_t R = rows.size(0);
   at::Tensor hn = at::empty({R, H}, f32);
   rms_norm(rows.data_ptr<float>(), W.out_norm.data_ptr<float>(), hn.data_ptr<float>(), R, H, eps);

@@ -48,8 +48,11 @@ class Transformer {
   /// ids, pos: [n_seq, T] int64. Appends the chunk's K/V to `cache` and returns logits
   /// [n_seq, T, V] (All), [n_seq, V] (Last) or an undefined tensor (None), fp32.
   /// Throws InvalidArgument for ids outside the vocabulary or a cache of the wrong shape/capacity.
+  /// last_index (Last only; empty = T - 1 for every sequence): the chunk row whose logits sequence s gets,
+  /// for batches whose prompts end at different rows of a padded chunk.
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& pos, cache::KvCache& cache,
-                     Logits logits = Logits::Last, ForwardTaps* taps = nullptr) const;
+                     Logits logits = Logits::Last, ForwardTaps* taps = nullptr,
+                     const std::vector<int64_t>& last_index = {}) const;
 
   explicit Transformer(std::shared_ptr<const Weights> w);
 

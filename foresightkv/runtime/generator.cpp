@@ -76,12 +76,21 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
       }
       real[s] = std::clamp<int64_t>(len - start, 0, T);
     }
+    // logits only at the last prompt row of the sequences whose prompt ends in this chunk
+    std::vector<int64_t> last(n_seq, 0);
+    bool any_ends = false;
+    for (int64_t s = 0; s < n_seq; ++s) {
+      const bool ends = real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size());
+      last[s] = ends ? real[s] - 1 : 0;
+      any_ends = any_ends || ends;
+    }
     evictor.begin_forward(pos, real);
-    at::Tensor lg = model_.forward(ids, pos, kv, model::Logits::All, tp);  // [n_seq, T, V]
+    at::Tensor lg = any_ends ? model_.forward(ids, pos, kv, model::Logits::Last, tp, last)  // [n_seq, V]
+                             : model_.forward(ids, pos, kv, model::Logits::None, tp);
     for (int64_t s = 0; s < n_seq; ++s) {
       if (real[s] < T) kv.pop_back(s, T - real[s]);
       if (real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size()))
-        std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s][real[s] - 1].contiguous().data_ptr<float>(),
+        std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s].contiguous().data_ptr<float>(),
                     sizeof(float) * cfg.n_vocab);
     }
     evictor.end_forward(kv);

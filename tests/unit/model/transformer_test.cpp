@@ -111,6 +111,16 @@ TEST_CASE("batched forward equals per-sequence forward", "[unit][model]") {
   at::Tensor last = m->forward(ids, pos, kv2, model::Logits::Last);
   CHECK(test::max_abs_diff(last[0], ref0[T - 1]) <= 1e-5);
   CHECK(test::max_abs_diff(last[1], ref1[T - 1]) <= 1e-5);
+  // last_index picks another row per sequence (prompts ending inside a padded chunk).
+  cache::KvCache kv3 = m->make_cache(2, T);
+  at::Tensor picked = m->forward(ids, pos, kv3, model::Logits::Last, nullptr, {3, T - 2});
+  CHECK(picked.sizes() == last.sizes());
+  CHECK(test::max_abs_diff(picked[0], ref0[3]) <= 1e-5);
+  CHECK(test::max_abs_diff(picked[1], ref1[T - 2]) <= 1e-5);
+  cache::KvCache kv4 = m->make_cache(2, T);
+  CHECK_THROWS_AS(m->forward(ids, pos, kv4, model::Logits::Last, nullptr, {T, 0}), InvalidArgument);
+  CHECK_THROWS_AS(m->forward(ids, pos, kv4, model::Logits::All, nullptr, {0, 0}), InvalidArgument);
+  CHECK_THROWS_AS(m->forward(ids, pos, kv4, model::Logits::Last, nullptr, {0}), InvalidArgument);
 }
 
 TEST_CASE("forward rejects bad input with clear errors", "[unit][model]") {
