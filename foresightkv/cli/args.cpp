@@ -1,6 +1,9 @@
 #include "foresightkv/cli/args.h"
 
+#include <iostream>
+
 #include "foresightkv/core/error.h"
+#include "foresightkv/core/logging.h"
 
 namespace fkv::cli {
 
@@ -114,6 +117,40 @@ std::vector<std::string> split_list(const std::string& s) {
     i = j + 1;
   }
   return out;
+}
+
+namespace {
+void usage_all(const char* tool, const std::vector<Command>& commands, std::ostream& os) {
+  os << "usage: " << tool << " SUBCOMMAND [options]   (SUBCOMMAND --help for details)\nsubcommands:\n";
+  for (const auto& c : commands) os << "  " << c.name << "  " << c.summary << "\n";
+}
+}  // namespace
+
+int run_subcommands(const char* tool, int argc, char** argv, const std::vector<Command>& commands) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    usage_all(tool, commands, argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string sub = argv[1];
+  for (const auto& c : commands) {
+    if (sub != c.name) continue;
+    try {
+      Args a(argc, argv, 2, c.spec);
+      if (a.flag("help")) {
+        std::cout << format_help(c.usage, c.spec);
+        return 0;
+      }
+      log::init(a.get("log-level", ""));
+      FKV_CHECK_ARG(a.positional().empty(), "unexpected argument '{}'; options are --name value", a.positional().front());
+      return c.run(a);
+    } catch (const std::exception& e) {
+      std::cerr << tool << " " << sub << ": " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::cerr << tool << ": unknown subcommand '" << sub << "'\n";
+  usage_all(tool, commands, std::cerr);
+  return 2;
 }
 
 }  // namespace fkv::cli

@@ -32,6 +32,21 @@ class Args {
 };
 
 std::string format_help(const std::string& usage, const std::vector<OptionSpec>& spec);
+
+/// One subcommand of a tool: `tool NAME [options]`.
+struct Command {
+  const char* name;
+  const char* usage;    // first lines of NAME --help
+  const char* summary;  // one line in the tool's subcommand list
+  std::vector<OptionSpec> spec;
+  int (*run)(const class Args&);
+};
+
+/// The `main()` of every fkv tool: `tool SUBCOMMAND [options]`. `tool`, `tool --help`: the subcommand list
+/// (exit 2 / 0); `tool NAME --help`: NAME's help (0); unknown subcommand: 2; options are parsed strictly and
+/// `--log-level` (when given) is applied before the command runs; an exception from parsing or from the
+/// command is printed as "tool NAME: message" and exits 1. Otherwise the command's own exit code.
+int run_subcommands(const char* tool, int argc, char** argv, const std::vector<Command>& commands);
 std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what);
 /// Split a comma list, trimming blanks and dropping empty items.
 std::vector<std::string> split_list(const std::string& s);

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 using fkv::cli::Args;
+using fkv::cli::Command;
 using fkv::cli::OptionSpec;
 
 namespace {
@@ -80,7 +81,6 @@ int cmd_grade(const Args& a) {
 // fkv-eval generate: options override the --config file's fields, then the runner does the work.
 int cmd_generate(const Args& a) {
   namespace er = fkv::evalrun;
-  fkv::log::init(a.get("log-level", ""));
   const int64_t threads = a.get_int("threads", 2);
   FKV_CHECK_ARG(threads > 0, "--threads must be positive, got {}", threads);
   at::set_num_threads(static_cast<int>(threads));
@@ -131,14 +131,6 @@ int cmd_generate(const Args& a) {
   std::cout << s.dump(2) << "\n";
   return 0;
 }
-
-struct Command {
-  const char* name;
-  const char* usage;
-  const char* summary;
-  std::vector<OptionSpec> spec;
-  int (*run)(const Args&);
-};
 
 std::vector<Command> commands() {
   return {
@@ -239,36 +231,6 @@ std::vector<Command> commands() {
   };
 }
 
-void usage_all(std::ostream& os) {
-  os << "usage: fkv-eval SUBCOMMAND [options]   (SUBCOMMAND --help for details)\nsubcommands:\n";
-  for (const auto& c : commands()) os << "  " << c.name << "  " << c.summary << "\n";
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    usage_all(argc < 2 ? std::cerr : std::cout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string sub = argv[1];
-  for (const auto& c : commands()) {
-    if (sub != c.name) continue;
-    try {
-      Args a(argc, argv, 2, c.spec);
-      if (a.flag("help")) {
-        std::cout << fkv::cli::format_help(c.usage, c.spec);
-        return 0;
-      }
-      FKV_CHECK_ARG(a.positional().empty(), "unexpected argument '{}'; options are --name value",
-                    a.positional().front());
-      return c.run(a);
-    } catch (const std::exception& e) {
-      std::cerr << "fkv-eval " << sub << ": " << e.what() << "\n";
-      return 1;
-    }
-  }
-  std::cerr << "fkv-eval: unknown subcommand '" << sub << "'\n";
-  usage_all(std::cerr);
-  return 2;
-}
+int main(int argc, char** argv) { return fkv::cli::run_subcommands("fkv-eval", argc, argv, commands()); }

@@ -22,6 +22,7 @@
 #include <fstream>
 
 using fkv::cli::Args;
+using fkv::cli::Command;
 using fkv::cli::OptionSpec;
 using fkv::json;
 
@@ -289,22 +290,16 @@ int cmd_generate(const Args& a) {
   return 0;
 }
 
-struct Command {
-  const char* name;
-  const char* usage;
-  std::vector<OptionSpec> spec;
-  int (*run)(const Args&);
-};
-
 std::vector<Command> commands() {
   return {
-      {"info", "fkv-model info --model PATH [--json]", with_common({{"json", false, "print JSON", ""}}), cmd_info},
-      {"logits", "fkv-model logits --model PATH --ids 1,2,3 [--chunk N] --out FILE.npy",
+      {"info", "fkv-model info --model PATH [--json]", "model config, tensor count and weight formats", with_common({{"json", false, "print JSON", ""}}), cmd_info},
+      {"logits", "fkv-model logits --model PATH --ids 1,2,3 [--chunk N] --out FILE.npy", "logits of every position to .npy",
        with_common({{"ids", true, "comma-separated token ids", ""},
                     {"chunk", true, "tokens per forward through the KV cache (1 = token-by-token)", "all"},
                     {"out", true, "output .npy, float32 [T, vocab]", ""}}),
        cmd_logits},
       {"tokenize", "fkv-model tokenize --tokenizer PATH (--input texts.jsonl --output ids.jsonl | --text STRING)",
+       "text to token ids",
        {{"tokenizer", true, "tokenizer.json, a directory holding one, a .gguf, or a registered model name", ""},
         {"input", true, "JSONL, one {\"text\": ...} per line", ""},
         {"output", true, "JSONL, one {\"ids\": [...]} per input line", ""},
@@ -314,6 +309,7 @@ std::vector<Command> commands() {
         {"help", false, "show this help", ""}},
        cmd_tokenize},
       {"detokenize", "fkv-model detokenize --tokenizer PATH (--input ids.jsonl --output texts.jsonl | --ids 1,2,3)",
+       "token ids to text",
        {{"tokenizer", true, "tokenizer.json, a directory holding one, a .gguf, or a registered model name", ""},
         {"input", true, "JSONL, one {\"ids\": [...]} per line", ""},
         {"output", true, "JSONL, one {\"text\": ...} per input line", ""},
@@ -325,6 +321,7 @@ std::vector<Command> commands() {
       {"generate",
        "fkv-model generate --model PATH (--prompt TEXT | --chat TEXT | --messages FILE.json) [--greedy | "
        "--temperature T --top-k K --top-p P --min-p M] [--seed S] [--max-new-tokens N] [--json]",
+       "generate text, optionally under KV eviction (--policy/--budget/--window)",
        with_common({{"prompt", true, "raw prompt text (no template)", ""},
                     {"chat", true, "one user turn, rendered with the model's chat template + generation prompt", ""},
                     {"messages", true, "JSON file: list of {role, content}", ""},
@@ -351,6 +348,7 @@ std::vector<Command> commands() {
                     {"json", false, "print one JSON object per sequence (with eviction statistics)", ""}}),
        cmd_generate},
       {"bench", "fkv-model bench --model PATH [--contexts 128,1024,4096] [--decode-tokens 32] [--threads 2] [--json]",
+       "prefill/decode throughput and peak RSS",
        with_common({{"contexts", true, "context lengths", "128,1024,4096"},
                     {"decode-tokens", true, "decode steps per context", "32"},
                     {"chunk", true, "prefill chunk", "512"},
@@ -360,37 +358,6 @@ std::vector<Command> commands() {
   };
 }
 
-void usage_all() {
-  std::cerr << "usage: fkv-model SUBCOMMAND [options]   (SUBCOMMAND --help for details)\nsubcommands:";
-  for (const auto& c : commands()) std::cerr << " " << c.name;
-  std::cerr << "\n";
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    usage_all();
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string sub = argv[1];
-  for (const auto& c : commands()) {
-    if (sub != c.name) continue;
-    try {
-      Args a(argc, argv, 2, c.spec);
-      if (a.flag("help")) {
-        std::cout << fkv::cli::format_help(c.usage, c.spec);
-        return 0;
-      }
-      FKV_CHECK_ARG(a.positional().empty(), "unexpected argument '{}'", a.positional().front());
-      fkv::log::init(a.get("log-level", ""));
-      return c.run(a);
-    } catch (const std::exception& e) {
-      FKV_LOG_CRITICAL("fkv-model {}: {}", sub, e.what());
-      return 1;
-    }
-  }
-  std::cerr << "fkv-model: unknown subcommand '" << sub << "'\n";
-  usage_all();
-  return 2;
-}
+int main(int argc, char** argv) { return fkv::cli::run_subcommands("fkv-model", argc, argv, commands()); }

@@ -25,6 +25,7 @@
 
 using fkv::json;
 using fkv::cli::Args;
+using fkv::cli::Command;
 using fkv::cli::OptionSpec;
 namespace fs = std::filesystem;
 
@@ -269,14 +270,6 @@ int cmd_inspect(const Args& a) {
   return 0;
 }
 
-struct Command {
-  const char* name;
-  const char* usage;
-  const char* summary;
-  std::vector<OptionSpec> spec;
-  int (*run)(const Args&);
-};
-
 std::vector<OptionSpec> label_spec() {
   return {{"budgets", true, "comma list of budgets B (multiples of W)", ""},
           {"window", true, "W: eviction length = query block size", ""},
@@ -354,37 +347,6 @@ std::vector<Command> commands() {
   };
 }
 
-void usage_all(std::ostream& os) {
-  os << "usage: fkv-trace SUBCOMMAND [options]   (SUBCOMMAND --help for details)\nsubcommands:\n";
-  for (const auto& c : commands()) os << "  " << c.name << "  " << c.summary << "\n";
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    usage_all(argc < 2 ? std::cerr : std::cout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string sub = argv[1];
-  for (const auto& c : commands()) {
-    if (sub != c.name) continue;
-    try {
-      Args a(argc, argv, 2, c.spec);
-      if (a.flag("help")) {
-        std::cout << fkv::cli::format_help(c.usage, c.spec);
-        return 0;
-      }
-      fkv::log::init(a.get("log-level", ""));
-      FKV_CHECK_ARG(a.positional().empty(), "unexpected argument '{}'; options are --name value",
-                    a.positional().front());
-      return c.run(a);
-    } catch (const std::exception& e) {
-      std::cerr << "fkv-trace " << sub << ": " << e.what() << "\n";
-      return 1;
-    }
-  }
-  std::cerr << "fkv-trace: unknown subcommand '" << sub << "'\n";
-  usage_all(std::cerr);
-  return 2;
-}
+int main(int argc, char** argv) { return fkv::cli::run_subcommands("fkv-trace", argc, argv, commands()); }

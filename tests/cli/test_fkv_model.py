@@ -176,8 +176,25 @@ def generate_json_contract(bin_, tmp):
     expect_failure(bin_, ["generate", "--model", SMOL, "--prompt", "a", "--chat", "b"], "exactly one")
 
 
+def subcommand_dispatch(bin_, tmp):
+    r = run(bin_, "--help")
+    assert r.returncode == 0, r.stderr
+    for sub in ("info", "logits", "tokenize", "detokenize", "generate", "bench"):
+        assert f"  {sub}  " in r.stdout, f"--help does not list '{sub}' with its summary: {r.stdout}"
+    r = run(bin_)
+    assert r.returncode == 2 and "subcommands:" in r.stderr, (r.returncode, r.stderr)
+    r = run(bin_, "nosuch")
+    assert r.returncode == 2 and "unknown subcommand 'nosuch'" in r.stderr, (r.returncode, r.stderr)
+    r = run(bin_, "info", "--help")
+    assert r.returncode == 0 and "--model" in r.stdout, r.stdout
+    expect_failure(bin_, ["info", "--model", SMOL, "--no-such-option"], "no-such-option")
+    expect_failure(bin_, ["info", "--model", SMOL, "stray"], "unexpected argument")
+    r = run(bin_, "info", "--model", os.path.join(tmp, "missing.gguf"))
+    assert r.returncode == 1 and r.stderr.startswith("fkv-model info: "), r.stderr
+
+
 def main():
-    return run_all([info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
+    return run_all([subcommand_dispatch, info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
                    bench_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
                    generate_json_contract])
 
