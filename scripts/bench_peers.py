@@ -96,16 +96,20 @@ def main():
     ap.add_argument("--llamacpp-python", default=os.path.join(ROOT, ".venv-bench/bin/python"))
     ap.add_argument("--hf-python", default=os.path.join(ROOT, ".venv/bin/python"))
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--fkv-q8", action="store_true",
+                    help="also run fkv with --activations q8 (int8 activations in decode products, like llama.cpp)")
     a = ap.parse_args()
     contexts = [int(x) for x in a.contexts.split(",")]
     cfg = {"model": a.model, "contexts": contexts, "decode_tokens": a.decode_tokens, "threads": a.threads,
            "seed": a.seed}
     res = {}
-    for kv in ("f32", "f16"):
-        res["fkv" if kv == "f32" else "fkv_f16kv"] = run_json(
-            [a.fkv_bin, "bench", "--model", a.model, "--contexts", a.contexts, "--decode-tokens", str(a.decode_tokens),
-             "--threads", str(a.threads), "--repeats", str(a.fkv_repeats), "--kv-dtype", kv, "--json",
-             "--log-level", "warn"])
+    for act in ("f32", "q8") if a.fkv_q8 else ("f32",):
+        for kv in ("f32", "f16"):
+            name = ("fkv" if kv == "f32" else "fkv_f16kv") if act == "f32" else ("fkv_q8" if kv == "f32" else "fkv_q8_f16kv")
+            res[name] = run_json(
+                [a.fkv_bin, "bench", "--model", a.model, "--contexts", a.contexts, "--decode-tokens",
+                 str(a.decode_tokens), "--threads", str(a.threads), "--repeats", str(a.fkv_repeats), "--kv-dtype", kv,
+                 "--activations", act, "--json", "--log-level", "warn"])
     peers = [p for p in a.peers.split(",") if p]
     if "hf" in peers:
         res["hf"] = run_json([a.hf_python, "-c", HF_CODE, json.dumps(cfg)])
@@ -115,19 +119,26 @@ def main():
                             text=True).stdout.strip()
     res["meta"] = {"model": os.path.basename(a.model), "threads": a.threads, "decode_tokens": a.decode_tokens,
                    "fkv_commit": commit, "nproc": os.cpu_count()}
-    names = ["fkv", "fkv_f16kv"] + [p for p in ("hf", "llamacpp") if p in res]
-    label = {"fkv": "fkv (fp32 KV)", "fkv_f16kv": "fkv (fp16 KV)", "hf": "HF transformers",
-             "llamacpp": "llama.cpp (fp16 KV)"}
+    names = [n for n in ("fkv", "fkv_f16kv", "fkv_q8", "fkv_q8_f16kv", "hf", "llamacpp") if n in res]
+    label = {"fkv": "fkv (fp32 KV)", "fkv_f16kv": "fkv (fp16 KV)", "fkv_q8": "fkv q8 act (fp32 KV)",
+             "fkv_q8_f16kv": "fkv q8 act (fp16 KV)", "hf": "HF transformers", "llamacpp": "llama.cpp (fp16 KV)"}
+    head = "| context | system | prefill tok/s | decode tok/s | peak RSS MiB | fkv (fp32 KV) decode ratio |"
+    if a.fkv_q8:
+        head += " fkv q8 act (fp16 KV) decode ratio |"
     lines = [f"model {res['meta']['model']}, {a.threads} threads, {a.decode_tokens} decode tokens, fkv {commit}", "",
-             "| context | system | prefill tok/s | decode tok/s | peak RSS MiB | fkv (fp32 KV) decode ratio |",
-             "|---|---|---|---|---|---|"]
+             head, "|" + "---|" * (head.count("|") - 1)]
     for i, ctx in enumerate(contexts):
         fkv_dec = res["fkv"]["results"][i]["decode_tokens_per_s"]
         for n in names:
             r = res[n]["results"][i]
             ratio = "" if n.startswith("fkv") else f"{fkv_dec / r['decode_tokens_per_s']:.2f}x"
-            lines.append(f"| {ctx} | {label[n]} | {r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | "
-                         f"{r['peak_rss_bytes'] / 1048576:.0f} | {ratio} |")
+            line = (f"| {ctx} | {label[n]} | {r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | "
+                    f"{r['peak_rss_bytes'] / 1048576:.0f} | {ratio} |")
+            if a.fkv_q8:
+                q8_dec = res["fkv_q8_f16kv"]["results"][i]["decode_tokens_per_s"]
+                line += "" if n.startswith("fkv") else f" {q8_dec / r['decode_tokens_per_s']:.2f}x"
+                line += " |"
+            lines.append(line)
     print("\n".join(lines))
     if a.json_out:
         with open(a.json_out, "w") as f:

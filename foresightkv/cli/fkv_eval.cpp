@@ -124,6 +124,7 @@ int cmd_generate(const Args& a) {
   er::GenerateEvalRun r;
   r.model = a.require("model");
   r.weights = a.get("weights", "native");
+  r.activations = a.get("activations", "f32");
   r.output = a.require("output");
   r.summary = a.get("summary", "");
   r.paired_with = a.get("paired-with", "");
@@ -193,6 +194,7 @@ std::vector<Command> commands() {
        "task accuracy under KV eviction: sampled generation + grading, resumable, with bootstrap CIs",
        {{"model", true, ".gguf file, HF model directory, or registered name (configs/models)", ""},
         {"weights", true, "weight format in memory: native | f32 | bf16", "native"},
+        {"activations", true, "f32 | q8 (int8 activations in decode-size products; part of the config hash)", "f32"},
         {"output", true, "per-sample JSONL (appended; an existing file of the same config is resumed)", ""},
         {"summary", true, "summary JSON (written atomically)", "OUTPUT minus .jsonl + .summary.json"},
         {"paired-with", true, "per-sample JSONL of a full-cache run with the same seed: adds the paired difference",

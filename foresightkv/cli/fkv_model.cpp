@@ -31,6 +31,7 @@ namespace {
 const std::vector<OptionSpec> kCommon = {
     {"model", true, "model: .gguf file, HF directory, or registered name", ""},
     {"weights", true, "weight format in memory: native | f32 | bf16", "native"},
+    {"activations", true, "f32 | q8 (int8 activations in decode-size products, llama.cpp's scheme)", "f32"},
     {"threads", true, "CPU threads", "2"},
     {"kv-dtype", true, "KV cache storage: f32 | f16", "f32"},
     {"log-level", true, "trace|debug|info|warn|error", "info"},
@@ -45,6 +46,7 @@ std::vector<OptionSpec> with_common(std::vector<OptionSpec> v) {
 std::unique_ptr<fkv::model::Transformer> load(const Args& a) {
   fkv::model::LoadOptions lo;
   lo.weight_format = a.get("weights", "native");
+  lo.activations = a.get("activations", "f32");
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   return fkv::model::Transformer::load(a.require("model"), lo);
 }

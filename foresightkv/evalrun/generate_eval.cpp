@@ -79,14 +79,19 @@ std::vector<std::string> dataset_stems(const std::string& ds) {
   return {ds};
 }
 
-json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha) {
+// activations: "f32" (the default) leaves the payload as it always was, so existing outputs keep their hash.
+json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
+                  const std::string& activations) {
   json cfg = c.to_json();
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch"}) cfg.erase(k);
-  return json{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
+  json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
+  if (activations != "f32") j["activations"] = activations;
+  return j;
 }
 
-std::string config_hash(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha) {
-  const std::string s = hash_payload(c, model_sha, dataset_sha).dump();
+std::string config_hash(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
+                        const std::string& activations) {
+  const std::string s = hash_payload(c, model_sha, dataset_sha, activations).dump();
   return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
@@ -569,7 +574,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
                                    : static_cast<int64_t>(all.size());
   std::vector<int64_t> selection;
   for (int64_t i = c.offset; i < end; ++i) selection.push_back(i);
-  const std::string hash = config_hash(c, model_sha, ds_sha);
+  const std::string hash = config_hash(c, model_sha, ds_sha, run.activations);
   if (c.sampling.is_greedy() && c.samples > 1)
     FKV_LOG_WARN("greedy decoding with {} samples per problem: every sample of a problem is the same; pass "
                  "--temperature (the protocol: 0.6, --top-p 0.95, --top-k 20) for avg@k",
@@ -605,6 +610,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   if (!work.empty()) {
     model::LoadOptions lo;
     lo.weight_format = run.weights;
+    lo.activations = run.activations;
     auto model = model::Transformer::load(model_path, lo);
     const text::Tokenizer tok = text::Tokenizer::from_file(model_path);
     std::optional<text::ChatTemplate> tpl;
@@ -731,7 +737,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   json s = summarize(c, rows, selection, run.paired_with.empty() ? nullptr : &paired, run.paired_with);
   s["config"] = c.to_json();
   s["config_hash"] = hash;
-  s["model"] = json{{"path", model_path}, {"sha256", model_sha}, {"weights", run.weights}};
+  s["model"] = json{{"path", model_path}, {"sha256", model_sha}, {"weights", run.weights}, {"activations", run.activations}};
   s["dataset_file"] = ds_path;
   s["dataset_sha256"] = ds_sha;
   s["output"] = run.output;

@@ -133,6 +133,7 @@ double percentile(std::vector<double> v, double p);
 struct GenerateEvalRun {
   std::string model;               // .gguf / HF directory / registry name
   std::string weights = "native";  // weight format in memory (model::LoadOptions)
+  std::string activations = "f32"; // model::LoadOptions::activations; "q8" joins the config hash
   std::string output;              // per-sample JSONL (appended; resumed)
   std::string summary;             // "" = output without ".jsonl" + ".summary.json"
   std::string paired_with;         // full-cache JSONL of the same config seed ("" = none)

@@ -85,6 +85,11 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
                                 Logits logits_mode, ForwardTaps* taps, const std::vector<int64_t>& last_index) const {
   const auto& c = config();
   const auto& W = *weights_;
+  // every matrix product: fp32 activations, or int8 ones for decode-size chunks when loaded with "q8"
+  auto mm = [&W](const ops::WeightView& w, const float* x, int64_t n, float* y) {
+    if (W.act_q8) ops::matmul_q8(w, x, n, y);
+    else ops::matmul(w, x, n, y);
+  };
   FKV_CHECK_ARG(ids_in.dim() == 2 && pos_in.sizes() == ids_in.sizes(),
                 "forward: expected ids and pos of shape [n_seq, T], got ids {} pos {}", fmt::streamed(ids_in.sizes()),
                 fmt::streamed(pos_in.sizes()));
@@ -149,9 +154,9 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = W.layers[l];
     rms_norm(xp, L.attn_norm.data_ptr<float>(), xnp, N, H, eps);
-    ops::matmul(L.wq.view, xnp, N, qp);
-    ops::matmul(L.wk.view, xnp, N, kp);
-    ops::matmul(L.wv.view, xnp, N, vp);
+    mm(L.wq.view, xnp, N, qp);
+    mm(L.wk.view, xnp, N, kp);
+    mm(L.wv.view, xnp, N, vp);
     add_bias(qp, L.bq, N, Hq * D);
     add_bias(kp, L.bk, N, Hkv * D);
     add_bias(vp, L.bv, N, Hkv * D);
@@ -198,17 +203,17 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
       if (want_probs) taps->on_attention(l, probs.view({n_seq, Hkv, G, T, S}).reshape({n_seq, Hq, T, S}));
     }
 
-    ops::matmul(L.wo.view, ap, N, tp);
+    mm(L.wo.view, ap, N, tp);
     add_bias(tp, L.bo, N, H);
     x.add_(tmp);
     rms_norm(xp, L.ffn_norm.data_ptr<float>(), xnp, N, H, eps);
-    ops::matmul(L.w_gate.view, xnp, N, gp);
-    ops::matmul(L.w_up.view, xnp, N, upp);
+    mm(L.w_gate.view, xnp, N, gp);
+    mm(L.w_up.view, xnp, N, upp);
     for (int64_t i = 0; i < N * F; ++i) {
       const float g = gp[i];
       gp[i] = (g / (1.0f + std::exp(-g))) * upp[i];
     }
-    ops::matmul(L.w_down.view, gp, N, tp);
+    mm(L.w_down.view, gp, N, tp);
     x.add_(tmp);
   }
 
@@ -227,7 +232,7 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   at::Tensor hn = at::empty({R, H}, f32);
   rms_norm(rows.data_ptr<float>(), W.out_norm.data_ptr<float>(), hn.data_ptr<float>(), R, H, eps);
   at::Tensor out = at::empty({R, c.n_vocab}, f32);
-  ops::matmul(W.output.view, hn.data_ptr<float>(), R, out.data_ptr<float>());
+  mm(W.output.view, hn.data_ptr<float>(), R, out.data_ptr<float>());
   return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
 }
 

@@ -339,6 +339,9 @@ std::shared_ptr<Weights> load_weights(const std::string& path_or_name, const Loa
     w = load_gguf(path);
   }
   w->source_path = path;
+  FKV_CHECK_ARG(opt.activations == "f32" || opt.activations == "q8",
+                "unknown activation format '{}'; expected f32 or q8", opt.activations);
+  w->act_q8 = opt.activations == "q8";
   if (opt.weight_format != "native") {
     GgmlType target;
     if (opt.weight_format == "f32") target = GgmlType::F32;

@@ -17,6 +17,10 @@ namespace fkv::model {
 struct LoadOptions {
   /// "native": keep file formats; "f32": dequantize every matrix to fp32; "bf16": convert to bf16.
   std::string weight_format = "native";
+  /// "f32": fp32 activations in every product (the default; matches HF to the model tests' tolerance).
+  /// "q8": decode-size products (<= 8 rows) quantize activations to int8 per 32 columns and multiply
+  /// integer levels (ops::matmul_q8, llama.cpp's scheme; faster, not bit-comparable to HF).
+  std::string activations = "f32";
 };
 
 /// A [out, in] matrix: a view, plus the storage that owns it when it is not the mapped file.
@@ -44,6 +48,7 @@ struct Weights {
   std::vector<LayerWeights> layers;
   std::string source_path;           // file or directory loaded
   std::string format;                // "gguf" | "safetensors"
+  bool act_q8 = false;               // LoadOptions::activations == "q8"
   std::shared_ptr<void> file_owner;  // the mapped file(s)
 
   int64_t n_params() const;

@@ -42,6 +42,18 @@ bool matmul_supported(io::GgmlType t);
 /// SIMD kernels for the CPU or type. Same contract as matmul_rows; exposed so tests cover it everywhere.
 void matmul_rows_portable(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1);
 
+/// Opt-in activation-quantized products for decode (ops/qmatmul_q8.cpp, llama.cpp's scheme): each row of
+/// x is quantized per 32 columns to int8 (quantize_activations_q8) and multiplied with the weight levels
+/// as integers, so y = sum_c deq(W)[r, c] * xq[t, c] with xq = dx * q (up to fp32 summation order).
+/// Applies to Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K with n_tok <= 8 on AVX2 builds; anything else
+/// (other types, longer chunks, no AVX2) takes matmul_rows, the fp32-activation path.
+void matmul_q8(const WeightView& w, const float* x, int64_t n_tok, float* y);
+void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1);
+bool matmul_q8_supported(io::GgmlType t);
+/// q[c] = round_half_even(x[c] * (1 / dx[b])), dx[b] = max_{c in block b} |x[c]| / 127 (0 for an all-zero
+/// block, whose q are 0); n must be a multiple of 32.
+void quantize_activations_q8(const float* x, int64_t n, int8_t* q, float* dx);
+
 /// Which kernels this build uses for the SIMD types: "avx512", "avx2" or "portable".
 const char* matmul_kernel_name();
 

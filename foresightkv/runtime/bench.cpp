@@ -78,7 +78,7 @@ json run_bench(const model::Transformer& m, const BenchOptions& opt) {
   for (const auto& [name, count] : m.weights().type_summary()) types[name] = count;
   return {{"results", results},
           {"model", m.weights().source_path},
-          {"dtype_path", {{"activations", "f32"}, {"kv_cache", opt.kv_dtype}, {"weights", types}}},
+          {"dtype_path", {{"activations", m.weights().act_q8 ? "q8 (decode products), f32 (prefill)" : "f32"}, {"kv_cache", opt.kv_dtype}, {"weights", types}}},
           {"threads", opt.threads},
           {"prefill_chunk", opt.prefill_chunk},
           {"repeats", opt.repeats},

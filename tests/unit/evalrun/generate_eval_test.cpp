@@ -431,6 +431,13 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   other.eviction.budget = 32;
   CHECK_THROWS_AS(evalrun::run_generate_eval(other, run), InvalidArgument);
   CHECK(read_file(run.output) == bytes_a);
+  // q8 activations change the tokens a run may produce: they join the hash, so they are refused too
+  {
+    evalrun::GenerateEvalRun q8 = run;
+    q8.activations = "q8";
+    CHECK_THROWS_WITH(evalrun::run_generate_eval(c, q8), Catch::Contains("different config/model"));
+    CHECK(read_file(run.output) == bytes_a);
+  }
 
   // ---- paired with itself: diff 0, CI [0, 0]
   run.paired_with = dir + "/a.jsonl";

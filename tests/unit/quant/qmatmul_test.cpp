@@ -9,7 +9,7 @@
 // |y - ref| <= kRtol * S + kAtol elementwise with kRtol = 4e-6 and kAtol = 1e-30; the largest ratio
 // seen on the AVX2 kernels is 2e-7 * S, so the bound has a 20x margin for other summation orders
 // (AVX-512, thread splits). A wrong nibble, scale or block offset gives errors of order S.
-#include <catch2/catch.hpp>
+#include "support/catch.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
@@ -182,6 +182,87 @@ TEST_CASE("qmatmul matches dequantize + double dot for every type and n_tok", "[
       }
     }
   }
+}
+
+// The activation-quantized path: x rounded to int8 per 32 columns by this test's own loop (dx = amax / 127,
+// round-half-even of x * (1 / dx)), then the same double reference on xq = dx * q. The integer products
+// are exact in the kernel, so only fp32 accumulation order remains: the same kRtol bound applies.
+std::vector<float> quantized_x_reference(const std::vector<float>& x) {
+  std::vector<float> xq(x.size());
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0.f;
+    for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+    for (size_t j = b; j < b + 32; ++j) xq[j] = d * std::nearbyint(x[j] * id);
+  }
+  return xq;
+}
+
+TEST_CASE("qmatmul q8 activations: integer products equal the reference on quantized x", "[unit][quant][qmatmul]") {
+  std::mt19937 rng(7);
+  const GgmlType q8_types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                               GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K};
+  const bool simd = std::string(ops::matmul_kernel_name()) != "portable";
+  for (GgmlType t : q8_types) {
+    CHECK(ops::matmul_q8_supported(t) == simd);
+    for (auto [rows, cols] : shapes_for(t)) {
+      const Matrix m = random_matrix(t, rows, cols, rng, rows % 2 ? 0 : 8);
+      for (int64_t n_tok : {1, 2, 5, 8}) {
+        INFO(io::type_name(t) << " [" << rows << ", " << cols << "] n_tok " << n_tok);
+        std::vector<float> x = random_x(n_tok, cols, rng);
+        if (cols > 32)
+          for (int64_t c = 0; c < 32; ++c) x[size_t(c)] = 0.f;  // an all-zero block (dx = 0)
+        const std::vector<float> xq = quantized_x_reference(x);
+        std::vector<double> ref, scale;
+        reference(m, simd ? xq : x, n_tok, ref, scale);
+        std::vector<float> y(ref.size(), std::numeric_limits<float>::quiet_NaN());
+        ops::matmul_q8(m.view(), x.data(), n_tok, y.data());
+        CHECK(worst_ratio(y, ref, scale) <= 1.0);
+        // and it is not the fp32 path in disguise: quantizing x changes the result measurably
+        if (simd) {
+          std::vector<double> ref32, scale32;
+          reference(m, x, n_tok, ref32, scale32);
+          double dev = 0;
+          for (size_t i = 0; i < y.size(); ++i) dev = std::max(dev, std::fabs(double(y[i]) - ref32[i]) / scale32[i]);
+          CHECK(dev > 1e-5);
+          CHECK(dev < 1.0 / 127);  // |xq - x| <= dx / 2 = max|x| / 254 per element
+        }
+      }
+      // longer chunks take the fp32 path: bitwise equal to matmul
+      const std::vector<float> x = random_x(17, cols, rng);
+      std::vector<float> a(size_t(17 * rows)), b(a.size());
+      ops::matmul_q8(m.view(), x.data(), 17, a.data());
+      ops::matmul(m.view(), x.data(), 17, b.data());
+      CHECK(a == b);
+    }
+  }
+  // types without an integer kernel fall back to the fp32 path
+  CHECK_FALSE(ops::matmul_q8_supported(GgmlType::F32));
+  CHECK_FALSE(ops::matmul_q8_supported(GgmlType::Q2_K));
+}
+
+TEST_CASE("quantize_activations_q8 on hand cases", "[unit][quant][qmatmul]") {
+  std::vector<float> x(64, 0.f);
+  for (int j = 0; j < 32; ++j) x[size_t(j)] = float(j) - 16.f;  // amax 16 -> dx = 16 / 127
+  x[40] = -2.f;                                                  // second block: amax 2, dx = 2 / 127
+  x[41] = 1.f;
+  std::vector<int8_t> q(64);
+  std::vector<float> dx(2);
+  ops::quantize_activations_q8(x.data(), 64, q.data(), dx.data());
+  CHECK(dx[0] == 16.f / 127.f);
+  CHECK(dx[1] == 2.f / 127.f);
+  CHECK(q[0] == -127);
+  CHECK(q[31] == 119);  // 15 * 127 / 16 = 119.06
+  CHECK(q[15] == -8);   // -127 / 16 = -7.94
+  CHECK(q[16] == 0);
+  CHECK(q[40] == -127);
+  CHECK((q[41] == 63 || q[41] == 64));  // 63.5 up to the rounding of 1 / dx
+  CHECK(q[32] == 0);
+  std::vector<float> z(32, 0.f);
+  ops::quantize_activations_q8(z.data(), 32, q.data(), dx.data());
+  CHECK(dx[0] == 0.f);
+  CHECK(q[0] == 0);
+  CHECK_THROWS_AS(ops::quantize_activations_q8(z.data(), 31, q.data(), dx.data()), fkv::InvalidArgument);
 }
 
 TEST_CASE("qmatmul: row ranges write only their rows and agree bitwise with the whole", "[unit][quant][qmatmul]") {

@@ -1,0 +1,276 @@
+// Opt-in activation-quantized decode products (ops/qmatmul.h, matmul_rows_q8): llama.cpp's scheme on
+// AVX2. Each activation row is quantized per 32 columns to int8 (dx = max|x| / 127, q = round(x / dx),
+// round-half-even, via x * (1 / dx)); each 32-element chunk of a weight row is expanded to signed int8
+// levels; the 32 integer products are summed exactly with maddubs/madd (|level| <= 128, |q| <= 127, so
+// a pair sum is at most 32,512 and fits int16), then scaled by d * dx in fp32:
+//     y[t, r] = sum_chunks  d_chunk * dx_chunk * sum_j level_j * q_j   (+ m_chunk * dx_chunk * sum_j q_j)
+// which equals  sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q, up to fp32 summation order (the
+// integer parts are exact). The deviation from the fp32 path is the activation rounding only (at most
+// dx / 2 = max|x| / 254 per element); tests/unit/quant/qmatmul_test.cpp checks the identity above, and
+// the model tests report the logit deviation on real models.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "foresightkv/core/error.h"
+#include "foresightkv/ops/qmatmul.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define FKV_Q8_SIMD 1
+#endif
+
+namespace fkv::ops {
+
+using io::GgmlType;
+
+bool matmul_q8_supported(GgmlType t) {
+#ifdef FKV_Q8_SIMD
+  switch (t) {
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
+    case GgmlType::Q4_K: case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+void quantize_activations_q8(const float* x, int64_t n, int8_t* q, float* dx) {
+  FKV_CHECK_ARG(n % 32 == 0, "quantize_activations_q8: {} columns are not a multiple of 32", n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* p = x + b * 32;
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
+    const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+    dx[b] = d;
+    for (int j = 0; j < 32; ++j) q[b * 32 + j] = static_cast<int8_t>(std::nearbyint(p[j] * id));
+  }
+}
+
+#ifdef FKV_Q8_SIMD
+namespace {
+
+constexpr int kMaxTok = 8;
+constexpr int64_t kMinBytesPerTask = 32 * 1024;
+
+inline float h2f(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// 32 bits -> 32 bytes: 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
+inline __m256i bytes_from_bits(const uint8_t* p) {
+  uint32_t x;
+  std::memcpy(&x, p, 4);
+  const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                          0x0303030303030303);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x)), shuf);
+  const __m256i mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  v = _mm256_or_si256(v, mask);
+  return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+// 16 bytes of nibbles -> 32 levels: element j = low nibble of byte j, element j + 16 = its high nibble.
+inline __m256i nibbles(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// Each decoder: kBlock elements in kBytes bytes, kChunks = kBlock / 32 chunks; chunk(blk, c, q, d0, d1, m)
+// sets the 32 signed levels q and the scales: lanes 0..15 use d0, 16..31 use d1, element = d * level + m.
+struct Q4_0 {
+  static constexpr int kBlock = 32, kBytes = 18;
+  static constexpr bool kMin = false;
+  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
+    d0 = d1 = h2f(b);
+    q = _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
+  }
+};
+struct Q4_1 {
+  static constexpr int kBlock = 32, kBytes = 20;
+  static constexpr bool kMin = true;
+  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
+    d0 = d1 = h2f(b);
+    m = h2f(b + 2);
+    q = nibbles(b + 4);
+  }
+};
+struct Q5_0 {
+  static constexpr int kBlock = 32, kBytes = 22;
+  static constexpr bool kMin = false;
+  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
+    d0 = d1 = h2f(b);
+    const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(0x10));
+    q = _mm256_sub_epi8(_mm256_or_si256(nibbles(b + 6), hb), _mm256_set1_epi8(16));
+  }
+};
+struct Q5_1 {
+  static constexpr int kBlock = 32, kBytes = 24;
+  static constexpr bool kMin = true;
+  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
+    d0 = d1 = h2f(b);
+    m = h2f(b + 2);
+    const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10));
+    q = _mm256_or_si256(nibbles(b + 8), hb);
+  }
+};
+struct Q8_0 {
+  static constexpr int kBlock = 32, kBytes = 34;
+  static constexpr bool kMin = false;
+  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
+    d0 = d1 = h2f(b);
+    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  }
+};
+// Q4_K: 8 chunks of 32 with 6-bit scales/mins (see io/quant.cpp and DecQ4_K in qmatmul.cpp).
+struct Q4_K {
+  static constexpr int kBlock = 256, kBytes = 144;
+  static constexpr bool kMin = true;
+  static void chunk(const uint8_t* b, int g, __m256i& q, float& d0, float& d1, float& m) {
+    const uint8_t* s = b + 4;
+    int sc, mn;
+    if (g < 4) {
+      sc = s[g] & 63;
+      mn = s[g + 4] & 63;
+    } else {
+      sc = (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4);
+      mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+    }
+    d0 = d1 = h2f(b) * float(sc);
+    m = -(h2f(b + 2) * float(mn));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
+    q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
+  }
+};
+// Q6_K: chunk c holds the 16-element groups 2c and 2c + 1 (same half h and quadrant, slices 0 and 1).
+struct Q6_K {
+  static constexpr int kBlock = 256, kBytes = 210;
+  static constexpr bool kMin = false;
+  static void chunk(const uint8_t* b, int c, __m256i& q, float& d0, float& d1, float&) {
+    const int s = 2 * c, h = s / 8, quad = (s % 8) / 2;
+    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (quad & 1)));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm256_set1_epi8(0x0F));
+    const __m256i hi = _mm256_slli_epi16(
+        _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm256_set1_epi8(3)), 4);
+    q = _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+    const float d = h2f(b + 208);
+    d0 = d * float(int8_t(b[192 + s]));
+    d1 = d * float(int8_t(b[192 + s + 1]));
+  }
+};
+
+// Exact integer dot of 32 signed levels with 32 int8 activations, as 8 int32 lane sums (lanes 0..3 cover
+// elements 0..15, lanes 4..7 elements 16..31), converted to float.
+inline __m256 dot32(__m256i q, __m256i x) {
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+struct QuantX {
+  std::vector<int8_t> q;   // [n_tok][cols]
+  std::vector<float> d;    // [n_tok][cols / 32]
+  std::vector<float> sum;  // [n_tok][cols / 32]: dx * sum(q) (the min term)
+};
+
+template <class D, int NT>
+void rows_q8(const WeightView& w, const QuantX& qx, float* y, int64_t r0, int64_t r1) {
+  constexpr int CPB = D::kBlock / 32;
+  const int64_t cols = w.cols, nc = cols / 32;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w.data + size_t(r) * w.row_stride;
+    __m256 acc[NT];
+    float macc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), macc[t] = 0.f;
+    for (int64_t c = 0; c < nc; ++c) {
+      __m256i q;
+      float d0 = 0.f, d1 = 0.f, m = 0.f;
+      D::chunk(row + (c / CPB) * D::kBytes, int(c % CPB), q, d0, d1, m);
+      const __m256 dv = _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx.q.data() + t * cols + c * 32));
+        const float dx = qx.d[size_t(t * nc + c)];
+        acc[t] = _mm256_fmadd_ps(dot32(q, xv), _mm256_mul_ps(dv, _mm256_set1_ps(dx)), acc[t]);
+        if constexpr (D::kMin) macc[t] += m * qx.sum[size_t(t * nc + c)];
+      }
+    }
+    for (int t = 0; t < NT; ++t) y[t * w.rows + r] = hsum(acc[t]) + macc[t];
+  }
+}
+
+template <class D, size_t... N>
+constexpr auto make_table(std::index_sequence<N...>) {
+  using Fn = void (*)(const WeightView&, const QuantX&, float*, int64_t, int64_t);
+  return std::array<Fn, sizeof...(N)>{&rows_q8<D, int(N) + 1>...};
+}
+
+template <class D>
+void run_q8(const WeightView& w, const QuantX& qx, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
+  static constexpr auto table = make_table<D>(std::make_index_sequence<kMaxTok>{});
+  const auto fn = table[size_t(n_tok - 1)];
+  const int64_t rb = std::max<int64_t>(1, int64_t(io::row_bytes(w.type, w.cols)));
+  at::parallel_for(r0, r1, std::max<int64_t>(1, kMinBytesPerTask / rb),
+                   [&](int64_t b, int64_t e) { fn(w, qx, y, b, e); });
+}
+
+}  // namespace
+#endif  // FKV_Q8_SIMD
+
+void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
+#ifdef FKV_Q8_SIMD
+  if (matmul_q8_supported(w.type) && n_tok >= 1 && n_tok <= kMaxTok && w.cols % 32 == 0) {
+    FKV_CHECK_ARG(0 <= r0 && r0 <= r1 && r1 <= w.rows, "qmatmul_q8: row range [{}, {}) outside [0, {})", r0, r1, w.rows);
+    FKV_CHECK_ARG(w.row_stride >= io::row_bytes(w.type, w.cols), "qmatmul_q8: row_stride {} too small", w.row_stride);
+    if (r0 == r1) return;
+    FKV_CHECK_ARG(w.data && x && y, "qmatmul_q8: null weight, input or output pointer");
+    const int64_t nc = w.cols / 32;
+    thread_local QuantX qx;  // reused across calls: no allocation per matrix in the decode loop
+    qx.q.resize(size_t(n_tok * w.cols));
+    qx.d.resize(size_t(n_tok * nc));
+    qx.sum.resize(size_t(n_tok * nc));
+    for (int64_t t = 0; t < n_tok; ++t) {
+      quantize_activations_q8(x + t * w.cols, w.cols, qx.q.data() + t * w.cols, qx.d.data() + t * nc);
+      for (int64_t c = 0; c < nc; ++c) {
+        int s = 0;
+        for (int j = 0; j < 32; ++j) s += qx.q[size_t(t * w.cols + c * 32 + j)];
+        qx.sum[size_t(t * nc + c)] = qx.d[size_t(t * nc + c)] * float(s);
+      }
+    }
+    switch (w.type) {
+      case GgmlType::Q4_0: run_q8<Q4_0>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q4_1: run_q8<Q4_1>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_0: run_q8<Q5_0>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_1: run_q8<Q5_1>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q8_0: run_q8<Q8_0>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q4_K: run_q8<Q4_K>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q6_K: run_q8<Q6_K>(w, qx, n_tok, y, r0, r1); return;
+      default: break;
+    }
+  }
+#endif
+  matmul_rows(w, x, n_tok, y, r0, r1);
+}
+
+void matmul_q8(const WeightView& w, const float* x, int64_t n_tok, float* y) {
+  matmul_rows_q8(w, x, n_tok, y, 0, w.rows);
+}
+
+}  // namespace fkv::ops
