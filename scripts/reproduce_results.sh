@@ -15,7 +15,8 @@
 #   qwen_greedy    Qwen2.5-Coder-0.5B GSM8K test accuracy, greedy, full cache (first FKV_QWEN_LIMIT problems, 300)
 #   qwen_sampled   the same problems (first FKV_QWEN_SAMPLED_LIMIT, 300), 4 samples (T 0.6, top-p 0.95, top-k 20),
 #                  full and streamingllm/h2o/snapkv/rkv/tova at B = 64, 128 with L = 16, paired against full
-#   qwen_fidelity  Qwen traces on GSM8K-train problems (>= 256 tokens) + golden labels + fidelity table
+#   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
+#                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -170,8 +171,10 @@ step_qwen_fidelity() {
   "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_gsm8k_traces.safetensors" --data-dir "$DATA" \
     --budgets 64,128 --window 16 --limit "${FKV_QWEN_TRACE_PROBLEMS:-64}" --samples 1 --max-new-tokens 512 \
     --min-length 384 --seed 1 --batch "$QB" --threads "$T"
-  "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --policies full,$POLICIES \
-    --budgets 64,128 --window 16 --batch 8 --threads "$T" --output "$OUT/fidelity_qwen_gsm8k.json" > /dev/null
+  # the first FKV_QWEN_FID_TRACES traces (16: a CPU-sized table), golden + the attention heuristics
+  "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit "${FKV_QWEN_FID_TRACES:-16}" \
+    --policies full,golden,h2o,snapkv,rkv,tova,streamingllm --budgets 64,128 --window 16 --batch 8 --threads "$T" \
+    --output "$OUT/fidelity_qwen_gsm8k.json" > /dev/null
 }
 
 [ $# -ge 1 ] || { sed -n 2,20p "$0"; exit 2; }

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/io/k_quants.h"
 
 namespace fkv::io {
 namespace {
@@ -183,17 +184,6 @@ void deq_q3_k(const uint8_t* b, float* y) {
     const int ql = (qs[32 * h + l] >> (2 * k)) & 3;
     const int hbit = (hmask[l] >> (e / 32)) & 1;
     y[e] = dl[e / 16] * float(ql - (hbit ? 0 : 4));
-  }
-}
-
-// 6-bit scale and min of sub-block i (0..7) packed in Q4_K/Q5_K scales[12].
-inline void k_scale_min(const uint8_t* s, int i, int& sc, int& mn) {
-  if (i < 4) {
-    sc = s[i] & 63;
-    mn = s[i + 4] & 63;
-  } else {
-    sc = (s[i + 4] & 0xF) | ((s[i - 4] >> 6) << 4);
-    mn = (s[i + 4] >> 4) | ((s[i] >> 6) << 4);
   }
 }
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/io/k_quants.h"
 
 namespace fkv::ops {
 namespace {
@@ -301,13 +302,7 @@ struct DecQ4_K {
   static void group(const uint8_t* b, int g, F* q, float& d, float& m) {
     const uint8_t* s = b + 4;
     int sc, mn;
-    if (g < 4) {
-      sc = s[g] & 63;
-      mn = s[g + 4] & 63;
-    } else {
-      sc = (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4);
-      mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-    }
+    io::k_scale_min(s, g, sc, mn);
     d = half_to_float(b) * float(sc);
     m = -(half_to_float(b + 2) * float(mn));
     const uint8_t* qs = b + 16 + 32 * (g / 2);

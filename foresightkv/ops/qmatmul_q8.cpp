@@ -20,6 +20,8 @@
 #include "foresightkv/core/error.h"
 #include "foresightkv/ops/qmatmul.h"
 
+#include "foresightkv/io/k_quants.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define FKV_Q8_SIMD 1
@@ -140,13 +142,7 @@ struct Q4_K {
   static void chunk(const uint8_t* b, int g, __m256i& q, float& d0, float& d1, float& m) {
     const uint8_t* s = b + 4;
     int sc, mn;
-    if (g < 4) {
-      sc = s[g] & 63;
-      mn = s[g + 4] & 63;
-    } else {
-      sc = (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4);
-      mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-    }
+    io::k_scale_min(s, g, sc, mn);
     d0 = d1 = h2f(b) * float(sc);
     m = -(h2f(b + 2) * float(mn));
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
