@@ -78,18 +78,19 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     }
     // logits only at the last prompt row of the sequences whose prompt ends in this chunk
     std::vector<int64_t> last(n_seq, 0);
+    std::vector<bool> ends(n_seq, false);
     bool any_ends = false;
     for (int64_t s = 0; s < n_seq; ++s) {
-      const bool ends = real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size());
-      last[s] = ends ? real[s] - 1 : 0;
-      any_ends = any_ends || ends;
+      ends[s] = real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size());
+      last[s] = ends[s] ? real[s] - 1 : 0;
+      any_ends = any_ends || ends[s];
     }
     evictor.begin_forward(pos, real);
     at::Tensor lg = any_ends ? model_.forward(ids, pos, kv, model::Logits::Last, tp, last)  // [n_seq, V]
                              : model_.forward(ids, pos, kv, model::Logits::None, tp);
     for (int64_t s = 0; s < n_seq; ++s) {
       if (real[s] < T) kv.pop_back(s, T - real[s]);
-      if (real[s] > 0 && start + real[s] == static_cast<int64_t>(prompts[s].size()))
+      if (ends[s])
         std::memcpy(last_logits.data() + s * cfg.n_vocab, lg[s].contiguous().data_ptr<float>(),
                     sizeof(float) * cfg.n_vocab);
     }
