@@ -214,6 +214,26 @@ void KvCache::clear() {
   }
 }
 
+void KvCache::copy_sequence(int64_t seq, const KvCache& src, int64_t src_seq) {
+  const KvCacheOptions& o = src.opt_;
+  FKV_CHECK_ARG(seq >= 0 && seq < opt_.n_seq && src_seq >= 0 && src_seq < o.n_seq,
+                "KvCache::copy_sequence: sequence {} (of {}) or source sequence {} (of {}) out of range", seq,
+                opt_.n_seq, src_seq, o.n_seq);
+  FKV_CHECK_ARG(o.n_layer == opt_.n_layer && o.n_head_kv == opt_.n_head_kv && o.head_dim == opt_.head_dim &&
+                    o.capacity == opt_.capacity && o.dtype == opt_.dtype && o.device == opt_.device,
+                "KvCache::copy_sequence: source cache (layers {}, KV heads {}, head_dim {}, capacity {}) differs from "
+                "this one (layers {}, KV heads {}, head_dim {}, capacity {}) or in dtype/device",
+                o.n_layer, o.n_head_kv, o.head_dim, o.capacity, opt_.n_layer, opt_.n_head_kv, opt_.head_dim,
+                opt_.capacity);
+  if (&src == this && seq == src_seq) return;
+  for (int64_t l = 0; l < opt_.n_layer; ++l) {
+    k_[l][seq].copy_(src.k_[l][src_seq]);
+    v_[l][seq].copy_(src.v_[l][src_seq]);
+    pos_[l][seq].copy_(src.pos_[l][src_seq]);
+    len_[l][seq].copy_(src.len_[l][src_seq]);
+  }
+}
+
 int64_t KvCache::storage_bytes() const {
   int64_t b = 0;
   for (int64_t l = 0; l < opt_.n_layer; ++l) b += k_[l].nbytes() + v_[l].nbytes();

@@ -67,6 +67,11 @@ class KvCache {
   void clear(int64_t seq);
   void clear();
 
+  /// Replace sequence `seq` (all layers) with sequence `src_seq` of `src`: entries, positions and lengths.
+  /// `src` must have the same layers, KV heads, head_dim, capacity, dtype and device. The runtime prefills a
+  /// newly admitted sequence in a small cache and moves it into a free slot of the running batch this way.
+  void copy_sequence(int64_t seq, const KvCache& src, int64_t src_seq);
+
   /// Bytes of K/V storage (capacity-based) and of the live entries.
   int64_t storage_bytes() const;
   int64_t live_bytes() const;

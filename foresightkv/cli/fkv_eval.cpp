@@ -107,6 +107,7 @@ int cmd_generate(const Args& a) {
   if (a.has("top-k")) c.sampling.top_k = static_cast<int32_t>(a.get_int("top-k", 0));
   if (a.has("min-p")) c.sampling.min_p = static_cast<float>(a.get_double("min-p", 0.0));
   if (a.has("batch")) c.batch = a.get_int("batch", c.batch);
+  if (a.has("scheduling")) c.scheduling = a.get("scheduling");
   if (a.has("chunk")) c.prefill_chunk = a.get_int("chunk", c.prefill_chunk);
   if (a.has("kv-dtype")) c.kv_dtype = a.get("kv-dtype");
   if (a.has("chat-template")) c.prompt.chat_template = a.get("chat-template");
@@ -214,7 +215,8 @@ std::vector<Command> commands() {
         {"top-p", true, "top-p", "1.0"},
         {"top-k", true, "top-k (0 = off)", "0"},
         {"min-p", true, "min-p", "0.0"},
-        {"batch", true, "(problem, sample) pairs per forward batch; batches span problems when larger than --samples", "samples"},
+        {"batch", true, "(problem, sample) pairs decoded together; batches span problems when larger than --samples", "samples"},
+        {"scheduling", true, "continuous (a finished row takes the next pair) | static (batch by batch)", "continuous"},
         {"chunk", true, "prefill chunk", "512"},
         {"kv-dtype", true, "KV cache storage: f32 | f16", "f32"},
         {"chat-template", true, "chat template family override (qwen3, qwen2.5, deepseek-r1, smollm2, chatml, none)",

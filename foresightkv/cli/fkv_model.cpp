@@ -259,6 +259,8 @@ int cmd_generate(const Args& a) {
   o.eviction.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   const int64_t n = a.get_int("num-sequences", 1);
   FKV_CHECK_ARG(n >= 1, "--num-sequences must be >= 1");
+  o.max_batch = a.get_int("max-batch", 0);
+  FKV_CHECK_ARG(o.max_batch >= 0, "--max-batch must be >= 0 (0 = all sequences at once)");
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(n), prompt_ids);
   const bool as_json = a.flag("json");
   fkv::runtime::StreamCallback cb;
@@ -338,6 +340,7 @@ std::vector<Command> commands() {
                     {"seed", true, "RNG seed; sequence i uses stream (seed, i)", "0"},
                     {"max-new-tokens", true, "maximum generated tokens", "256"},
                     {"num-sequences", true, "sequences generated in one batch", "1"},
+                    {"max-batch", true, "rows decoded together; fewer than --num-sequences: continuous batching", "0"},
                     {"stop", true, "stop string", ""},
                     {"chunk", true, "prefill chunk", "512"},
                     {"ignore-eos", false, "do not stop at EOS (fixed-length runs for benchmarks)", ""},

@@ -83,7 +83,7 @@ std::vector<std::string> dataset_stems(const std::string& ds) {
 json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
                   const std::string& activations) {
   json cfg = c.to_json();
-  for (const char* k : {"data_dir", "limit", "offset", "samples", "batch"}) cfg.erase(k);
+  for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
   if (activations != "f32") j["activations"] = activations;
   return j;
@@ -157,6 +157,7 @@ json GenerateEvalConfig::to_json() const {
               {"max_length", max_length},
               {"sampling", s},
               {"batch", batch},
+              {"scheduling", scheduling},
               {"prefill_chunk", prefill_chunk},
               {"kv_dtype", kv_dtype},
               {"prompt", prompt.to_json()},
@@ -167,7 +168,7 @@ GenerateEvalConfig GenerateEvalConfig::from_json(const json& j) {
   const std::string what = "generate config";
   check_keys(j,
              {"comment", "dataset", "problems_file", "data_dir", "limit", "offset", "samples", "seed", "max_new_tokens", "max_length",
-              "sampling", "batch", "prefill_chunk", "kv_dtype", "prompt", "eviction"},
+              "sampling", "batch", "scheduling", "prefill_chunk", "kv_dtype", "prompt", "eviction"},
              what);
   GenerateEvalConfig c;
   if (j.contains("dataset")) c.dataset = get_as<std::string>(j, "dataset", what);
@@ -180,6 +181,7 @@ GenerateEvalConfig GenerateEvalConfig::from_json(const json& j) {
   if (j.contains("max_new_tokens")) c.max_new_tokens = get_as<int64_t>(j, "max_new_tokens", what);
   if (j.contains("max_length")) c.max_length = get_as<int64_t>(j, "max_length", what);
   if (j.contains("batch")) c.batch = get_as<int64_t>(j, "batch", what);
+  if (j.contains("scheduling")) c.scheduling = get_as<std::string>(j, "scheduling", what);
   if (j.contains("prefill_chunk")) c.prefill_chunk = get_as<int64_t>(j, "prefill_chunk", what);
   if (j.contains("kv_dtype")) c.kv_dtype = get_as<std::string>(j, "kv_dtype", what);
   if (j.contains("sampling")) {
@@ -223,6 +225,8 @@ GenerateEvalConfig GenerateEvalConfig::resolved() const {
   FKV_CHECK_ARG(c.max_new_tokens >= 0, "max_new_tokens must be >= 0 (got {})", c.max_new_tokens);
   FKV_CHECK_ARG(c.max_length >= 0, "max_length must be >= 0 (0 = no cap; got {})", c.max_length);
   FKV_CHECK_ARG(c.batch >= 0, "batch must be >= 0 (0 = samples; got {})", c.batch);
+  FKV_CHECK_ARG(c.scheduling == "continuous" || c.scheduling == "static",
+                "scheduling '{}': expected continuous (refill finished rows) or static (batch by batch)", c.scheduling);
   FKV_CHECK_ARG(c.prefill_chunk > 0, "prefill_chunk must be > 0 (got {})", c.prefill_chunk);
   FKV_CHECK_ARG(c.kv_dtype == "f32" || c.kv_dtype == "f16", "kv_dtype '{}': expected f32 or f16", c.kv_dtype);
   c.sampling.validate();
@@ -650,81 +654,105 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
       pr.answer = answer_text(prob.answer, fmt::format("'{}' problem {}", ds_path, pi));
       return prepared.emplace(pi, std::move(pr)).first->second;
     };
-    // The missing (problem, sample) pairs in order, cut into batches of up to c.batch that may span
-    // problems (one max_new_tokens per batch: a batch ends where it would change).
+    // The missing (problem, sample) pairs in order.
     std::vector<std::pair<int64_t, int64_t>> items;
     for (const auto& [pi, missing] : work)
       for (int64_t j : missing) items.emplace_back(pi, j);
     int64_t done = 0, done_correct = 0;
-    for (size_t b0 = 0; b0 < items.size();) {
-      size_t b1 = b0 + 1;
-      const int64_t max_new = prepare(items[b0].first).max_new;
-      while (b1 < items.size() && b1 - b0 < static_cast<size_t>(c.batch) && prepare(items[b1].first).max_new == max_new)
-        ++b1;
+    // One output row per finished sample: built, appended and flushed right away (a kill loses only the
+    // samples in flight).
+    auto emit = [&](const std::pair<int64_t, int64_t>& item, const runtime::GenerationResult& r,
+                    const std::pair<int64_t, int64_t>& batch_first, int64_t batch_size) {
+      const auto [pi, sj] = item;
+      const Problem& prob = all[static_cast<size_t>(pi)];
+      const Prepared& pr = prepare(pi);
+      const eval::GradeResult g = eval::grade(r.text, pr.answer, ds);
+      ojson j;
+      j["problem_id"] = prob.id;
+      j["problem_index"] = pi;
+      j["sample_index"] = sj;
+      j["seed"] = c.seed;
+      j["stream"] = sample_stream(pi, sj);
+      j["dataset"] = c.dataset;
+      j["policy"] = c.eviction.policy;
+      j["budget"] = c.eviction.budget;
+      j["window"] = c.eviction.window;
+      j["variant"] = evict::to_string(c.eviction.variant);
+      j["prompt_tokens"] = static_cast<int64_t>(pr.ids.size());
+      j["response"] = r.text;
+      j["prompt_ids"] = pr.ids;  // with response_ids: the line is also a fidelity/label trace
+      j["response_ids"] = r.ids;
+      j["length"] = static_cast<int64_t>(r.ids.size());
+      j["finish_reason"] = r.finish_reason;
+      j["extracted"] = g.extracted;
+      j["correct"] = g.correct;
+      j["strict_extracted"] = g.strict_extracted;
+      j["strict_correct"] = g.strict_correct;
+      j["answer"] = prob.answer;
+      j["eviction_events"] = r.eviction_events;
+      j["peak_kv_bytes"] = r.peak_kv_bytes;
+      j["tokens_per_s"] = r.tokens_per_s;
+      j["prefill_seconds"] = r.prefill_seconds;
+      j["decode_seconds"] = r.decode_seconds;
+      j["eviction_seconds"] = r.eviction_seconds;
+      j["batch_first_sample"] = batch_first.second;
+      j["batch_size"] = batch_size;
+      j["config_hash"] = hash;
+      j["batch_first_problem"] = batch_first.first;
+      const std::string line = j.dump(-1, ' ', false, ojson::error_handler_t::replace) + "\n";
+      out.write(line.data(), static_cast<std::streamsize>(line.size()));
+      out.flush();
+      FKV_CHECK(out.good(), "writing '{}' failed (disk full?)", run.output);
+      rows.push_back(json::parse(line));
+      done_correct += g.correct;
+      ++done;
+    };
+    auto options = [&](size_t b0, size_t b1) {
       runtime::GenerateOptions o;
-      o.max_new_tokens = max_new;
+      o.max_new_tokens = c.max_new_tokens;
       o.sampling = c.sampling;
       o.seed = c.seed;
       o.prefill_chunk = c.prefill_chunk;
       o.kv_f16 = c.kv_dtype == "f16";
       o.eviction = c.eviction;
-      std::vector<std::vector<int32_t>> prompts;
       for (size_t k = b0; k < b1; ++k) {
         o.stream_ids.push_back(sample_stream(items[k].first, items[k].second));
-        prompts.push_back(prepare(items[k].first).ids);
+        o.max_new_tokens_each.push_back(prepare(items[k].first).max_new);
       }
-      const auto res = gen.generate(prompts, o);
-      std::string lines;
-      for (size_t k = b0; k < b1; ++k) {
-        const auto [pi, sj] = items[k];
-        const Problem& prob = all[static_cast<size_t>(pi)];
-        const Prepared& pr = prepare(pi);
-        const auto& r = res[k - b0];
-        const eval::GradeResult g = eval::grade(r.text, pr.answer, ds);
-        ojson j;
-        j["problem_id"] = prob.id;
-        j["problem_index"] = pi;
-        j["sample_index"] = sj;
-        j["seed"] = c.seed;
-        j["stream"] = sample_stream(pi, sj);
-        j["dataset"] = c.dataset;
-        j["policy"] = c.eviction.policy;
-        j["budget"] = c.eviction.budget;
-        j["window"] = c.eviction.window;
-        j["variant"] = evict::to_string(c.eviction.variant);
-        j["prompt_tokens"] = static_cast<int64_t>(pr.ids.size());
-        j["response"] = r.text;
-        j["prompt_ids"] = pr.ids;  // with response_ids: the line is also a fidelity/label trace
-        j["response_ids"] = r.ids;
-        j["length"] = static_cast<int64_t>(r.ids.size());
-        j["finish_reason"] = r.finish_reason;
-        j["extracted"] = g.extracted;
-        j["correct"] = g.correct;
-        j["strict_extracted"] = g.strict_extracted;
-        j["strict_correct"] = g.strict_correct;
-        j["answer"] = prob.answer;
-        j["eviction_events"] = r.eviction_events;
-        j["peak_kv_bytes"] = r.peak_kv_bytes;
-        j["tokens_per_s"] = r.tokens_per_s;
-        j["prefill_seconds"] = r.prefill_seconds;
-        j["decode_seconds"] = r.decode_seconds;
-        j["eviction_seconds"] = r.eviction_seconds;
-        j["batch_first_sample"] = items[b0].second;
-        j["batch_size"] = static_cast<int64_t>(b1 - b0);
-        j["config_hash"] = hash;
-        j["batch_first_problem"] = items[b0].first;
-        const std::string line = j.dump(-1, ' ', false, ojson::error_handler_t::replace);
-        lines += line + "\n";
-        rows.push_back(json::parse(line));
-        done_correct += g.correct;
+      return o;
+    };
+    auto prompts_of = [&](size_t b0, size_t b1) {
+      std::vector<std::vector<int32_t>> prompts;
+      for (size_t k = b0; k < b1; ++k) prompts.push_back(prepare(items[k].first).ids);
+      return prompts;
+    };
+    if (c.scheduling == "continuous") {
+      // One generate() call over every missing pair with `batch` rows in flight; a finished row takes the next
+      // pair. Rows carry the call's cumulative wall times at their finish (the summary keeps the maximum).
+      runtime::GenerateOptions o = options(0, items.size());
+      o.max_batch = c.batch;
+      const int64_t width = std::min<int64_t>(c.batch, static_cast<int64_t>(items.size()));
+      gen.generate(prompts_of(0, items.size()), o, {}, [&](int64_t k, const runtime::GenerationResult& r) {
+        emit(items[static_cast<size_t>(k)], r, items.front(), width);
+        if (done % std::max<int64_t>(c.batch, 1) == 0 || done == n_missing)
+          FKV_LOG_INFO("{}/{} samples done, accuracy so far {:.3f}", done, n_missing,
+                       static_cast<double>(done_correct) / static_cast<double>(std::max<int64_t>(done, 1)));
+      });
+    } else {
+      // Static batches of up to `batch` pairs that may span problems; a batch ends where max_new_tokens would
+      // change and runs until its longest sample finishes.
+      for (size_t b0 = 0; b0 < items.size();) {
+        size_t b1 = b0 + 1;
+        const int64_t max_new = prepare(items[b0].first).max_new;
+        while (b1 < items.size() && b1 - b0 < static_cast<size_t>(c.batch) && prepare(items[b1].first).max_new == max_new)
+          ++b1;
+        gen.generate(prompts_of(b0, b1), options(b0, b1), {}, [&](int64_t k, const runtime::GenerationResult& r) {
+          emit(items[b0 + static_cast<size_t>(k)], r, items[b0], static_cast<int64_t>(b1 - b0));
+        });
+        FKV_LOG_INFO("problems {}..{}: {}/{} samples done, accuracy so far {:.3f}", items[b0].first, items[b1 - 1].first,
+                     done, n_missing, static_cast<double>(done_correct) / static_cast<double>(std::max<int64_t>(done, 1)));
+        b0 = b1;
       }
-      out.write(lines.data(), static_cast<std::streamsize>(lines.size()));  // one write per batch
-      out.flush();
-      FKV_CHECK(out.good(), "writing '{}' failed (disk full?)", run.output);
-      done += static_cast<int64_t>(b1 - b0);
-      FKV_LOG_INFO("problems {}..{}: {}/{} samples done, accuracy so far {:.3f}", items[b0].first, items[b1 - 1].first,
-                   done, n_missing, static_cast<double>(done_correct) / static_cast<double>(std::max<int64_t>(done, 1)));
-      b0 = b1;
     }
   }
 

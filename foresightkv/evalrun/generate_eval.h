@@ -12,22 +12,28 @@
 // so a paired full-cache run with the same S draws from identical streams, and a resumed or re-batched
 // run produces the same tokens as an uninterrupted one.
 //
-// Output: one JSON line per (problem, sample), appended and flushed after every batch, fields in this order:
+// Output: one JSON line per (problem, sample), appended and flushed as soon as the sample finishes (lines are
+// in finish order; readers key them by (problem_index, sample_index)), fields in this order:
 //   problem_id (the file's "id", else the index), problem_index, sample_index, seed, stream, dataset, policy,
 //   budget, window, variant, prompt_tokens, response (decoded, special tokens skipped), length (generated
 //   tokens, EOS included), finish_reason (eos|length|stop_string), extracted, correct, strict_extracted,
 //   strict_correct (eval::grade, as `fkv-eval grade`), answer (as in the file), eviction_events, peak_kv_bytes,
-//   tokens_per_s, prefill_seconds, decode_seconds, eviction_seconds (the batch's wall times),
-//   batch_first_sample, batch_size (which batch the sample ran in), config_hash, batch_first_problem (with
-//   batch_first_sample: the batch's first (problem, sample)).
-// Batches take up to `batch` missing (problem, sample) pairs in order and may span problems (prompts of
-// different lengths share a forward batch, runtime/generator.h). A sample's RNG stream never depends on
-// its batch; its logits may differ from a differently batched run by fp32 summation order (the matrix
-// kernels pick their blocking by the number of rows), so a greedy sample can flip at a near-tie.
+//   tokens_per_s (this sample's tokens / its own decode wall time), prefill_seconds, decode_seconds,
+//   eviction_seconds (the wall times its generate call had spent when the sample finished; the call's last
+//   sample carries the call's totals), batch_first_sample, batch_size, config_hash, batch_first_problem
+//   (batch_first_problem/_sample: the first (problem, sample) of the generate call; batch_size: its rows).
+// Scheduling (config "scheduling"): "continuous" (default) runs one generate call over all missing pairs in
+// order with `batch` rows decoding together; a finished row is refilled with the next pair before the next
+// decode step (runtime/generator.h). "static" cuts the pairs into batches of up to `batch` that run until their
+// longest sample ends. Either way batches may span problems (prompts of different lengths share a forward
+// batch). A sample's RNG stream never depends on its batch; its logits may differ from a differently batched
+// run by fp32 summation order (the matrix kernels pick their blocking by the number of rows), so a greedy
+// sample can flip at a near-tie.
 // A run on an existing output resumes: a torn last line (a write cut by a crash) is dropped (the file is
 // rewritten atomically without it), every line must carry this run's config_hash (else InvalidArgument), and
 // only the missing (problem_index, sample_index) pairs are generated. config_hash = sha256 of
-// {"config": resolved config without data_dir/limit/offset/samples/batch, "model_sha256", "dataset_sha256"}:
+// {"config": resolved config without data_dir/limit/offset/samples/batch/scheduling, "model_sha256",
+// "dataset_sha256"}:
 // everything that decides a sample's tokens, nothing that only selects which samples exist or how they are
 // batched, so a run can be extended to more problems or samples in place.
 #pragma once
@@ -69,14 +75,15 @@ struct GenerateEvalConfig {
   int64_t max_new_tokens = 512;
   int64_t max_length = 0;          // prompt + generated tokens cap (official --max_length); 0 = none
   runtime::SamplingParams sampling = runtime::SamplingParams::greedy();
-  int64_t batch = 0;               // (problem, sample) pairs per forward batch (0 = samples); may span problems
+  int64_t batch = 0;               // (problem, sample) pairs decoded together (0 = samples); may span problems
+  std::string scheduling = "continuous";  // continuous: a finished row takes the next pair; static: batch by batch
   int64_t prefill_chunk = 512;
   std::string kv_dtype = "f32";    // f32 | f16
   PromptOptions prompt;
   evict::EvictionConfig eviction;
 
   /// {"dataset", "data_dir", "limit", "offset", "samples", "seed", "max_new_tokens", "max_length",
-  ///  "sampling": {"greedy", "temperature", "top_p", "top_k", "min_p"}, "batch", "prefill_chunk",
+  ///  "sampling": {"greedy", "temperature", "top_p", "top_k", "min_p"}, "batch", "scheduling", "prefill_chunk",
   ///  "kv_dtype", "prompt": {...}, "eviction": {...}}
   json to_json() const;
   /// Strict keys (the ones to_json writes, plus "comment"); absent keys keep the defaults above.
@@ -158,8 +165,8 @@ json summarize(const GenerateEvalConfig& resolved, const std::vector<json>& rows
 ///  "generated_now", "rows", ["paired": {"against", "against_policy", "n_problems", "n_pairs", "diff", "ci_low",
 ///  "ci_high", "accuracy", "accuracy_against"}]}
 /// Accuracies are fractions in [0, 1]; accuracy = correct / samples over the selection (avg@k pass@1). Times are
-/// per batch (every row of a batch carries its batch's wall times; batch = (problem_index, batch_first_sample))
-/// and summed once per batch: tokens_per_s = generated tokens / decode seconds, eviction_time_share = eviction
+/// per generate call (batch = (batch_first_problem, batch_first_sample); the maximum over the call's rows is its
+/// total) and summed over calls: tokens_per_s = generated tokens / decode seconds, eviction_time_share = eviction
 /// seconds / (prefill + decode seconds) (evictions also follow prefill chunks). peak_kv_bytes = max over samples.
 /// paired: over the (problem, sample) pairs present in both runs, diff = accuracy here - accuracy there, CI by a
 /// paired bootstrap over problems; the other run must have the same seed and dataset.

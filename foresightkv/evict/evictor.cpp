@@ -25,7 +25,9 @@ Evictor::Evictor(const EvictionConfig& config, int64_t n_seq, int64_t n_layer, i
       count_(n_seq, 0),
       flag_(n_seq, 0),
       events_(n_seq, 0),
-      peak_seq_(n_seq, 0) {
+      peak_seq_(n_seq, 0),
+      stream_(n_seq) {
+  for (int64_t s = 0; s < n_seq; ++s) stream_[s] = static_cast<uint64_t>(s);
   FKV_CHECK_ARG(n_seq > 0 && n_layer > 0 && n_head_kv > 0 && n_head % n_head_kv == 0 && head_dim > 0,
                 "Evictor: bad shape (n_seq {}, layers {}, heads {}/{}, head_dim {})", n_seq, n_layer, n_head,
                 n_head_kv, head_dim);
@@ -144,6 +146,7 @@ void Evictor::evict_layer(cache::KvCache& kv, int64_t s, int64_t l, int64_t even
   if (n <= cfg_.budget) return;
   LayerView v;
   v.seq = s;
+  v.stream = stream_[s];
   v.layer = l;
   v.event = event;
   v.n = n;
@@ -222,6 +225,50 @@ void Evictor::reset(int64_t seq) {
   if (qpos_.defined()) qpos_[seq].fill_(-1);
   for (auto& a : cum_) a[seq].zero_();
   for (auto& a : dec_) a[seq].zero_();
+  stream_[seq] = static_cast<uint64_t>(seq);
+}
+
+void Evictor::set_stream(int64_t seq, uint64_t stream) {
+  FKV_CHECK_ARG(seq >= 0 && seq < n_seq_, "Evictor::set_stream: bad sequence {}", seq);
+  stream_[seq] = stream;
+}
+
+void Evictor::import_sequence(int64_t seq, const Evictor& src, int64_t src_seq) {
+  FKV_CHECK_ARG(seq >= 0 && seq < n_seq_ && src_seq >= 0 && src_seq < src.n_seq_,
+                "Evictor::import_sequence: sequence {} (of {}) or source sequence {} (of {}) out of range", seq, n_seq_,
+                src_seq, src.n_seq_);
+  FKV_CHECK_ARG(src.cfg_.to_json() == cfg_.to_json() && src.n_layer_ == n_layer_ && src.n_head_ == n_head_ &&
+                    src.n_head_kv_ == n_head_kv_ && src.head_dim_ == head_dim_ && src.qcap_ == qcap_ &&
+                    src.want_attn_ == want_attn_ && src.want_acc_ == want_acc_,
+                "Evictor::import_sequence: the source evictor has another config or shape");
+  if (want_attn_) {
+    for (int64_t l = 0; l < n_layer_; ++l) qbuf_[l][seq].copy_(src.qbuf_[l][src_seq]);
+    qpos_[seq].copy_(src.qpos_[src_seq]);
+  }
+  if (!src.cum_.empty()) {
+    const int64_t cap = src.cum_[0].size(3);
+    if (cum_.empty())
+      for (int64_t l = 0; l < n_layer_; ++l) {
+        cum_.push_back(at::zeros({n_seq_, n_head_kv_, n_head_ / n_head_kv_, cap}, at::kFloat));
+        dec_.push_back(at::zeros({n_seq_, n_head_kv_, n_head_ / n_head_kv_, cap}, at::kFloat));
+      }
+    FKV_CHECK_ARG(cum_[0].size(3) == cap, "Evictor::import_sequence: accumulator capacity {} != source's {}",
+                  cum_[0].size(3), cap);
+    for (int64_t l = 0; l < n_layer_; ++l) {
+      cum_[l][seq].copy_(src.cum_[l][src_seq]);
+      dec_[l][seq].copy_(src.dec_[l][src_seq]);
+    }
+  } else {
+    for (auto& a : cum_) a[seq].zero_();
+    for (auto& a : dec_) a[seq].zero_();
+  }
+  qcount_[seq] = src.qcount_[src_seq];
+  qhead_[seq] = src.qhead_[src_seq];
+  count_[seq] = src.count_[src_seq];
+  flag_[seq] = src.flag_[src_seq];
+  events_[seq] = src.events_[src_seq];
+  peak_seq_[seq] = src.peak_seq_[src_seq];
+  stream_[seq] = src.stream_[src_seq];
 }
 
 }  // namespace fkv::evict

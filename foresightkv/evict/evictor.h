@@ -44,8 +44,15 @@ class Evictor {
   /// After the forward (padding already popped): evict every sequence that is due. Returns the number of
   /// sequences evicted.
   int64_t end_forward(cache::KvCache& kv);
-  /// Forget a sequence's statistics (its cache slot is being reused for a new sequence).
+  /// Forget a sequence's statistics (its cache slot is being reused for a new sequence); its stream
+  /// becomes its row again.
   void reset(int64_t seq);
+  /// The identity of the sequence in row `seq` (LayerView::stream; default: the row index).
+  void set_stream(int64_t seq, uint64_t stream);
+  /// Replace row `seq`'s state (query ring, accumulators, trigger counters, events, peak, stream) with row
+  /// `src_seq` of `src`, an evictor of the same config and shape whose cache has this one's capacity. With
+  /// KvCache::copy_sequence this moves a sequence prefilled in a separate batch into a running batch.
+  void import_sequence(int64_t seq, const Evictor& src, int64_t src_seq);
 
   const EvictionStats& stats() const { return stats_; }
   int64_t events(int64_t seq) const { return events_.at(seq); }
@@ -73,6 +80,7 @@ class Evictor {
   std::vector<char> flag_;          // counter trigger: evict after the next forward
   std::vector<int64_t> events_;     // eviction events per sequence
   std::vector<int64_t> peak_seq_;   // peak live entries per sequence
+  std::vector<uint64_t> stream_;    // identity per row (LayerView::stream)
   EvictionStats stats_;
 };
 

@@ -162,8 +162,8 @@ uint64_t splitmix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Uniform random subset of the candidates; seeded by (seed, sequence, layer, event, head) so the result does
-// not depend on batch composition or thread schedule. Portable: mt19937_64 output + our own Fisher-Yates.
+// Uniform random subset of the candidates; seeded by (seed, sequence stream, layer, event, head) so the result
+// does not depend on batch composition, slot or thread schedule. Portable: mt19937_64 output + our own Fisher-Yates.
 class Random final : public Policy {
  public:
   explicit Random(uint64_t seed) : seed_(seed) {}
@@ -174,7 +174,8 @@ class Random final : public Policy {
     std::vector<int64_t> idx(static_cast<size_t>(C));
     for (int64_t h = 0; h < H; ++h) {
       uint64_t key = splitmix(seed_);
-      for (int64_t x : {v.seq, v.layer, v.event, h}) key = splitmix(key ^ static_cast<uint64_t>(x));
+      for (uint64_t x : {v.stream, static_cast<uint64_t>(v.layer), static_cast<uint64_t>(v.event), static_cast<uint64_t>(h)})
+        key = splitmix(key ^ x);
       std::mt19937_64 rng(key);
       for (int64_t i = 0; i < C; ++i) idx[i] = i;
       for (int64_t i = 0; i < m; ++i) {  // partial Fisher-Yates

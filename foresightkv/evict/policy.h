@@ -16,7 +16,9 @@ namespace fkv::evict {
 /// One (sequence, layer) at an eviction event. Every KV head holds N live entries (the runtime keeps
 /// heads of a sequence in lockstep: equal appends, equal budgets). Tensors are fp32/int64 on CPU.
 struct LayerView {
-  int64_t seq = 0, layer = 0;
+  int64_t seq = 0, layer = 0;  // seq: the cache row (batch slot)
+  uint64_t stream = 0;     // the sequence's identity (Evictor::set_stream; default: its row): seeds random choices,
+                           // so they do not depend on which slot or batch the sequence ran in
   int64_t event = 0;       // index of this (sequence, layer)'s eviction event, from 0
   int64_t n = 0;           // N: live entries per KV head
   int64_t budget = 0;      // B: entries to keep per head (< N)

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -61,6 +62,17 @@ TraceSet read_jsonl(const std::string& path) {
     set.traces.push_back(std::move(t));
   }
   FKV_CHECK_FORMAT(!set.traces.empty(), "{}: no traces (empty file?)", path);
+  // fkv-eval generate writes samples in finish order, which depends on the schedule: order its rows (every row
+  // with integer problem_index and sample_index) by (problem, sample). Other files keep their line order.
+  auto key = [](const Trace& t) {
+    return std::make_pair(t.meta.at("problem_index").get<int64_t>(), t.meta.at("sample_index").get<int64_t>());
+  };
+  const bool generated = std::all_of(set.traces.begin(), set.traces.end(), [](const Trace& t) {
+    return t.meta.contains("problem_index") && t.meta["problem_index"].is_number_integer() &&
+           t.meta.contains("sample_index") && t.meta["sample_index"].is_number_integer();
+  });
+  if (generated)
+    std::stable_sort(set.traces.begin(), set.traces.end(), [&](const Trace& a, const Trace& b) { return key(a) < key(b); });
   return set;
 }
 

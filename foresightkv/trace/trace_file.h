@@ -39,7 +39,8 @@ struct TraceSet {
 };
 
 /// Read a trace file (.safetensors; magic/version/shapes validated) or a JSONL token file (any other
-/// extension). Throws FormatError naming the file and what is wrong.
+/// extension; fkv-eval generate rows are ordered by (problem_index, sample_index)). Throws FormatError naming
+/// the file and what is wrong.
 TraceSet read_trace_set(const std::string& path);
 /// Write atomically (temporary file + rename).
 void write_trace_set(const std::string& path, const TraceSet& set);

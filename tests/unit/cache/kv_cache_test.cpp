@@ -125,3 +125,41 @@ TEST_CASE("kv cache rejects bad requests", "[unit][cache]") {
   check_entry(c, 1, 0, 0, 3, 23);
   REQUIRE(c.live_bytes() == 2 * 3 * 4 * 2 * 4 * 4);
 }
+
+TEST_CASE("copy_sequence replaces one sequence with another cache's, all layers, nothing else", "[unit][cache]") {
+  for (at::ScalarType dt : {at::kFloat, at::kDouble}) {
+    KvCache src(opts(dt)), dst(opts(dt));
+    src.append(0, make_kv(2, 3, 6, 4, 0, 1), make_kv(2, 3, 6, 4, 0, -1), positions(2, 0, 6));
+    src.append(1, make_kv(2, 3, 3, 4, 0, 1), make_kv(2, 3, 3, 4, 0, -1), positions(2, 0, 3));
+    src.remove(1, 0, 2, {0, 3});  // heads of a sequence may hold different lengths
+    dst.append(0, make_kv(2, 3, 8, 4, 50, 1), make_kv(2, 3, 8, 4, 50, -1), positions(2, 50, 8));
+    dst.copy_sequence(0, src, 1);
+    for (int64_t l = 0; l < 2; ++l)
+      for (int64_t h = 0; h < 3; ++h) {
+        REQUIRE(dst.length(0, l, h) == src.length(1, l, h));
+        REQUIRE(at::equal(dst.pos(l)[0][h], src.pos(l)[1][h]));  // -1 past the length as well
+        const int64_t n = src.length(1, l, h);
+        REQUIRE(at::equal(dst.k(l)[0][h].narrow(0, 0, n), src.k(l)[1][h].narrow(0, 0, n)));
+        REQUIRE(at::equal(dst.v(l)[0][h].narrow(0, 0, n), src.v(l)[1][h].narrow(0, 0, n)));
+      }
+    REQUIRE(dst.length(0, 0, 2) == 4);
+    // the source's entries (values of sequence 1, head 2; position 0 was removed) at the destination row
+    REQUIRE(dst.pos(0)[0][2][0].item<int64_t>() == 1);
+    REQUIRE(dst.k(0)[0][2][0][3].item<double>() == Approx(1000 + 200 + 1 + 0.03).epsilon(1e-6));
+    REQUIRE(dst.v(0)[0][2][0][3].item<double>() == Approx(-(1000 + 200 + 1 + 0.03)).epsilon(1e-6));
+    // sequence 1 of the destination is untouched
+    REQUIRE(dst.length(1, 0, 0) == 8);
+    check_entry(dst, 0, 1, 0, 7, 57);
+    // the copy is independent of the source afterwards
+    src.clear(1);
+    REQUIRE(dst.length(0, 0, 0) == 6);
+  }
+  KvCache a(opts()), b(opts(at::kDouble));
+  KvCacheOptions o = opts();
+  o.capacity = 11;
+  KvCache c(o);
+  REQUIRE_THROWS_AS(a.copy_sequence(0, b, 0), fkv::InvalidArgument);  // dtype
+  REQUIRE_THROWS_AS(a.copy_sequence(0, c, 0), fkv::InvalidArgument);  // capacity
+  REQUIRE_THROWS_AS(a.copy_sequence(2, a, 0), fkv::InvalidArgument);  // row out of range
+  REQUIRE_THROWS_AS(a.copy_sequence(0, a, -1), fkv::InvalidArgument);
+}

@@ -123,7 +123,7 @@ TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalr
 
   const json j = json::parse(R"({
     "dataset": "aime24", "data_dir": "/data", "limit": 5, "offset": 2, "samples": 4, "seed": 99,
-    "max_new_tokens": 100, "max_length": 300, "batch": 2, "prefill_chunk": 64, "kv_dtype": "f16",
+    "max_new_tokens": 100, "max_length": 300, "batch": 2, "scheduling": "static", "prefill_chunk": 64, "kv_dtype": "f16",
     "sampling": {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.05},
     "prompt": {"prefix": "P:", "suffix": "!", "chat_template": "chatml", "enable_thinking": false,
                "add_special_tokens": true},
@@ -135,6 +135,8 @@ TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalr
   CHECK(c.samples == 4);
   CHECK(c.seed == 99);
   CHECK(c.max_length == 300);
+  CHECK(c.scheduling == "static");
+  CHECK(d.scheduling == "continuous");
   CHECK(c.sampling.temperature == 0.6f);
   CHECK(c.sampling.top_k == 20);
   CHECK(c.sampling.top_p == 0.95f);
@@ -181,6 +183,9 @@ TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalr
   bad = {};
   bad.samples = 0;
   resolve_throws(bad, "samples");
+  bad = {};
+  bad.scheduling = "dynamic";
+  resolve_throws(bad, "scheduling");
   bad = {};
   bad.dataset = "aime2024";
   resolve_throws(bad, "aime24");
@@ -397,10 +402,11 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   evalrun::run_generate_eval(c1, run);
   CHECK(by_key(lines_of(run.output)) == ka);
 
-  // ---- batches that span problems (prompts of different lengths in one forward batch)
+  // ---- static batches that span problems (prompts of different lengths in one forward batch)
   run.output = dir + "/mixed.jsonl";
   GenerateEvalConfig c5 = c;
   c5.batch = 5;
+  c5.scheduling = "static";
   const json s5 = evalrun::run_generate_eval(c5, run);
   const auto d = lines_of(run.output);
   REQUIRE(d.size() == 6);
@@ -413,6 +419,34 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   CHECK(d[5]["batch_first_sample"] == 1);
   CHECK(d[0]["prompt_tokens"] != d[2]["prompt_tokens"]);  // the batch really mixes prompt lengths
   CHECK(s5["accuracy"] == sa["accuracy"]);
+
+  // ---- continuous batching: 2 rows in flight, a finished row takes the next pair; rows land in finish order
+  // and carry the call's cumulative times, whose maximum is the call's total
+  for (int64_t width : {2, 4}) {
+    run.output = dir + "/cont" + std::to_string(width) + ".jsonl";
+    GenerateEvalConfig cc = c;
+    cc.batch = width;
+    cc.scheduling = "continuous";
+    const json scc = evalrun::run_generate_eval(cc, run);
+    const auto e = lines_of(run.output);
+    REQUIRE(e.size() == 6);
+    CHECK(by_key(e) == ka);
+    double max_decode = 0, prev = 0;
+    for (const auto& r : e) {
+      CHECK(r["batch_size"] == width);
+      CHECK(r["batch_first_problem"] == 0);
+      CHECK(r["batch_first_sample"] == 0);
+      CHECK(r["decode_seconds"].get<double>() >= prev);
+      prev = r["decode_seconds"].get<double>();
+      max_decode = std::max(max_decode, prev);
+    }
+    CHECK(scc["decode_seconds"].get<double>() == Approx(max_decode));
+    CHECK(scc["accuracy"] == sa["accuracy"]);
+    CHECK(scc["tokens_per_s"].get<double>() > 0);
+    // the config hash ignores the schedule: a static run may resume a continuous one
+    cc.scheduling = "static";
+    CHECK(evalrun::run_generate_eval(cc, run)["generated_now"] == 0);
+  }
 
   // ---- extending the run in place: more samples only adds the missing ones
   GenerateEvalConfig c3 = c;

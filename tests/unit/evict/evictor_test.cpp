@@ -227,3 +227,89 @@ TEST_CASE("evictor rejects invalid policy output", "[unit][evict]") {
     REQUIRE_THROWS_AS(step(e, kv, next, 1), Error);
   }
 }
+
+// Continuous batching moves a sequence prefilled in a side batch into a running batch (KvCache::copy_sequence +
+// Evictor::import_sequence). From then on it must evict exactly as a sequence that ran alone from the start:
+// same survivors (positions and K/V), same events, same accumulators (h2o scores, intended variant), and the
+// row's stream identity (random policy) travels with it.
+TEST_CASE("import_sequence: a sequence moved into another batch evicts as if it had run alone", "[unit][evict]") {
+  for (const std::string pol : {"h2o", "snapkv", "rkv", "random"}) {
+    DYNAMIC_SECTION(pol) {
+      const auto c = config(pol, 8, 4, evict::Variant::Intended);
+      const int64_t cap = c.resolved().capacity_for_chunk(6);
+      at::manual_seed(7);
+      // the inputs of the moved sequence: a 6-token prefill then 20 decode steps
+      struct Chunk {
+        at::Tensor pos;
+        std::vector<at::Tensor> q, k, v;
+      };
+      std::vector<Chunk> chunks;
+      int64_t p0 = 0;
+      for (int64_t T : {6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}) {
+        Chunk ch;
+        ch.pos = at::arange(p0, p0 + T, at::kLong).view({1, T});
+        for (int64_t l = 0; l < kLayers; ++l) {
+          ch.q.push_back(at::randn({1, kHq, T, kD}));
+          ch.k.push_back(at::randn({1, kHkv, T, kD}));
+          ch.v.push_back(at::randn({1, kHkv, T, kD}));
+        }
+        chunks.push_back(ch);
+        p0 += T;
+      }
+      // feed chunk `ch` to row `row` of an n-row batch; other rows get random tokens at their own positions
+      auto feed = [&](evict::Evictor& e, cache::KvCache& kv, int64_t row, const Chunk& ch, std::vector<int64_t>& other_pos) {
+        const int64_t n = kv.n_seq(), T = ch.pos.size(1);
+        at::Tensor pos = at::empty({n, T}, at::kLong);
+        for (int64_t s = 0; s < n; ++s) pos[s] = s == row ? ch.pos[0] : at::arange(other_pos[s], other_pos[s] + T, at::kLong);
+        e.begin_forward(pos, std::vector<int64_t>(n, T));
+        for (int64_t l = 0; l < kLayers; ++l) {
+          at::Tensor q = at::randn({n, kHq, T, kD}), k = at::randn({n, kHkv, T, kD}), v = at::randn({n, kHkv, T, kD});
+          q[row] = ch.q[l][0];
+          k[row] = ch.k[l][0];
+          v[row] = ch.v[l][0];
+          e.observe_queries(l, q);
+          kv.append(l, k, v, pos);
+        }
+        for (int64_t s = 0; s < n; ++s) other_pos[s] += T;
+        e.end_forward(kv);
+      };
+      // reference: alone, row 0 of a 1-row batch, stream 42
+      evict::Evictor ref(c, 1, kLayers, kHq, kHkv, kD);
+      ref.set_stream(0, 42);
+      cache::KvCache ref_kv = make_kv(1, cap);
+      std::vector<int64_t> none{0};
+      for (const auto& ch : chunks) feed(ref, ref_kv, 0, ch, none);
+      // moved: prefilled as row 1 of a 2-row side batch (stream 42), then moved into row 2 of a 3-row batch
+      // that has been running for a while
+      evict::Evictor side(c, 2, kLayers, kHq, kHkv, kD), main(c, 3, kLayers, kHq, kHkv, kD);
+      side.set_stream(1, 42);
+      cache::KvCache side_kv = make_kv(2, cap), main_kv = make_kv(3, cap);
+      std::vector<int64_t> side_pos{0, 0}, main_pos{0, 0, 0};
+      feed(side, side_kv, 1, chunks[0], side_pos);
+      for (int i = 0; i < 13; ++i) feed(main, main_kv, 0, chunks[1], main_pos);  // rows busy; row 2 is then freed
+      main_kv.clear(2);
+      main.reset(2);
+      main_kv.copy_sequence(2, side_kv, 1);
+      main.import_sequence(2, side, 1);
+      for (size_t i = 1; i < chunks.size(); ++i) {
+        feed(main, main_kv, 2, chunks[i], main_pos);
+      }
+      REQUIRE(main.events(2) == ref.events(0));
+      REQUIRE(main.events(2) > 0);
+      REQUIRE(main.peak_entries(2) == ref.peak_entries(0));
+      for (int64_t l = 0; l < kLayers; ++l) {
+        const int64_t n = ref_kv.length(0, l, 0);
+        REQUIRE(main_kv.length(2, l, 0) == n);
+        REQUIRE(at::equal(main_kv.pos(l)[2], ref_kv.pos(l)[0]));
+        REQUIRE(at::equal(main_kv.k(l)[2].narrow(1, 0, n), ref_kv.k(l)[0].narrow(1, 0, n)));
+        REQUIRE(at::equal(main_kv.v(l)[2].narrow(1, 0, n), ref_kv.v(l)[0].narrow(1, 0, n)));
+      }
+    }
+  }
+  // shapes and configs must match
+  auto c = config("h2o", 8, 4, evict::Variant::Intended);
+  evict::Evictor a(c, 2, kLayers, kHq, kHkv, kD), b(config("h2o", 6, 4, evict::Variant::Intended), 2, kLayers, kHq, kHkv, kD);
+  REQUIRE_THROWS_AS(a.import_sequence(0, b, 0), InvalidArgument);
+  REQUIRE_THROWS_AS(a.import_sequence(2, a, 0), InvalidArgument);
+  REQUIRE_THROWS_AS(a.set_stream(5, 1), InvalidArgument);
+}
