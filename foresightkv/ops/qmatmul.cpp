@@ -31,21 +31,11 @@
 
 #include "foresightkv/core/error.h"
 #include "foresightkv/io/k_quants.h"
+#include "foresightkv/ops/qmatmul_internal.h"
 
 namespace fkv::ops {
-namespace {
 
-using io::GgmlType;
-
-// n_tok up to this streams weight rows once (decode); above it dequantized tiles feed a GEMM kernel.
-constexpr int kDecodeMaxTok = 8;
-// Decode: each thread's share of rows should hold at least this many weight bytes.
-constexpr int64_t kDecodeMinBytesPerTask = 32 * 1024;
-// Prefill: most columns per K-chunk of the micro-kernel; a chunk of kMR weight rows and kMT
-// activation rows (7 x 1024 x 4 bytes for AVX2) stays in L1/L2 while it is reused.
-constexpr int64_t kPrefillKChunk = 1024;
-
-void check_args(const WeightView& w, const float* x, int64_t n_tok, const float* y, int64_t r0, int64_t r1) {
+void detail::check_args(const WeightView& w, const float* x, int64_t n_tok, const float* y, int64_t r0, int64_t r1) {
   FKV_CHECK_ARG(matmul_supported(w.type), "qmatmul: weight type {} is not supported", io::type_name(w.type));
   FKV_CHECK_ARG(w.rows >= 0 && w.cols >= 0 && n_tok >= 0, "qmatmul: negative size (rows {}, cols {}, n_tok {})",
                 w.rows, w.cols, n_tok);
@@ -58,6 +48,20 @@ void check_args(const WeightView& w, const float* x, int64_t n_tok, const float*
   FKV_CHECK_ARG(0 <= r0 && r0 <= r1 && r1 <= w.rows, "qmatmul: row range [{}, {}) outside [0, {})", r0, r1, w.rows);
   FKV_CHECK_ARG(r0 == r1 || n_tok == 0 || (w.data && x && y), "qmatmul: null weight, input or output pointer");
 }
+
+namespace {
+
+using detail::check_args;
+
+using io::GgmlType;
+
+// n_tok up to this streams weight rows once (decode); above it dequantized tiles feed a GEMM kernel.
+constexpr int kDecodeMaxTok = 8;
+// Decode: each thread's share of rows should hold at least this many weight bytes.
+constexpr int64_t kDecodeMinBytesPerTask = 32 * 1024;
+// Prefill: most columns per K-chunk of the micro-kernel; a chunk of kMR weight rows and kMT
+// activation rows (7 x 1024 x 4 bytes for AVX2) stays in L1/L2 while it is reused.
+constexpr int64_t kPrefillKChunk = 1024;
 
 // ---- portable path ------------------------------------------------------------------------------
 
@@ -93,11 +97,7 @@ int64_t decode_grain(const WeightView& w) {
 
 // ---- SIMD wrappers ------------------------------------------------------------------------------
 
-inline float half_to_float(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);  // exact, subnormals included
-}
+using detail::half_to_float;
 
 // Two consecutive halves (a block's d and m) with one conversion.
 inline void half2_to_float(const uint8_t* p, float& a, float& b) {
@@ -161,12 +161,7 @@ struct Simd {
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-  static float hsum(F v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float hsum(F v) { return detail::hsum256(v); }
   static I u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
   static I i8(const uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
   static I seti(int v) { return _mm256_set1_epi32(v); }
@@ -319,17 +314,8 @@ struct DecQ6_K {
   static constexpr int kBlock = 256, kBytes = 210, kGroup = 16;
   static constexpr bool kScale = true, kMin = false, kPlain = false;
   static void group(const uint8_t* b, int s, F* q, float& d, float&) {
-    const int h = s / 8, quad = (s % 8) / 2, is = s % 2;
-    const uint8_t* ql = b + 64 * h + 32 * (quad & 1) + 16 * is;
-    const uint8_t* qh = b + 128 + 32 * h + 16 * is;
     d = half_to_float(b + 208) * float(int8_t(b[192 + s]));
-    const __m128i l = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql));
-    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh));
-    // 16-bit shifts are fine: the byte masks drop the bits shifted in from the neighbour byte
-    const __m128i lo = _mm_and_si128(_mm_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm_set1_epi8(0x0F));
-    const __m128i hi = _mm_slli_epi16(
-        _mm_and_si128(_mm_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm_set1_epi8(3)), 4);
-    const __m128i q8 = _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));  // [-32, 31]
+    const __m128i q8 = detail::q6k_levels16(b, s);  // [-32, 31]
     I v[16 / W];
     Simd::expand_i8(q8, v);
     for (int k = 0; k < 16 / W; ++k) q[k] = Simd::cvt(v[k]);

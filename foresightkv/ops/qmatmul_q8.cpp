@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/ops/qmatmul.h"
-
 #include "foresightkv/io/k_quants.h"
+#include "foresightkv/ops/qmatmul.h"
+#include "foresightkv/ops/qmatmul_internal.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -64,11 +64,7 @@ namespace {
 constexpr int kMaxTok = 8;
 constexpr int64_t kMinBytesPerTask = 32 * 1024;
 
-inline float h2f(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
+using detail::half_to_float;
 
 // 32 bits -> 32 bytes: 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
 inline __m256i bytes_from_bits(const uint8_t* p) {
@@ -95,7 +91,7 @@ struct Q4_0 {
   static constexpr int kBlock = 32, kBytes = 18;
   static constexpr bool kMin = false;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = h2f(b);
+    d0 = d1 = half_to_float(b);
     q = _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
   }
 };
@@ -103,8 +99,8 @@ struct Q4_1 {
   static constexpr int kBlock = 32, kBytes = 20;
   static constexpr bool kMin = true;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    d0 = d1 = h2f(b);
-    m = h2f(b + 2);
+    d0 = d1 = half_to_float(b);
+    m = half_to_float(b + 2);
     q = nibbles(b + 4);
   }
 };
@@ -112,7 +108,7 @@ struct Q5_0 {
   static constexpr int kBlock = 32, kBytes = 22;
   static constexpr bool kMin = false;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = h2f(b);
+    d0 = d1 = half_to_float(b);
     const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(0x10));
     q = _mm256_sub_epi8(_mm256_or_si256(nibbles(b + 6), hb), _mm256_set1_epi8(16));
   }
@@ -121,8 +117,8 @@ struct Q5_1 {
   static constexpr int kBlock = 32, kBytes = 24;
   static constexpr bool kMin = true;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    d0 = d1 = h2f(b);
-    m = h2f(b + 2);
+    d0 = d1 = half_to_float(b);
+    m = half_to_float(b + 2);
     const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10));
     q = _mm256_or_si256(nibbles(b + 8), hb);
   }
@@ -131,7 +127,7 @@ struct Q8_0 {
   static constexpr int kBlock = 32, kBytes = 34;
   static constexpr bool kMin = false;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = h2f(b);
+    d0 = d1 = half_to_float(b);
     q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
   }
 };
@@ -143,8 +139,8 @@ struct Q4_K {
     const uint8_t* s = b + 4;
     int sc, mn;
     io::k_scale_min(s, g, sc, mn);
-    d0 = d1 = h2f(b) * float(sc);
-    m = -(h2f(b + 2) * float(mn));
+    d0 = d1 = half_to_float(b) * float(sc);
+    m = -(half_to_float(b + 2) * float(mn));
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
     q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
   }
@@ -154,14 +150,9 @@ struct Q6_K {
   static constexpr int kBlock = 256, kBytes = 210;
   static constexpr bool kMin = false;
   static void chunk(const uint8_t* b, int c, __m256i& q, float& d0, float& d1, float&) {
-    const int s = 2 * c, h = s / 8, quad = (s % 8) / 2;
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (quad & 1)));
-    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm256_set1_epi8(0x0F));
-    const __m256i hi = _mm256_slli_epi16(
-        _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm256_set1_epi8(3)), 4);
-    q = _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
-    const float d = h2f(b + 208);
+    const int s = 2 * c;
+    q = _mm256_set_m128i(detail::q6k_levels16(b, s + 1), detail::q6k_levels16(b, s));
+    const float d = half_to_float(b + 208);
     d0 = d * float(int8_t(b[192 + s]));
     d1 = d * float(int8_t(b[192 + s + 1]));
   }
@@ -172,13 +163,6 @@ struct Q6_K {
 inline __m256 dot32(__m256i q, __m256i x) {
   const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 struct QuantX {
@@ -208,7 +192,7 @@ void rows_q8(const WeightView& w, const QuantX& qx, float* y, int64_t r0, int64_
         if constexpr (D::kMin) macc[t] += m * qx.sum[size_t(t * nc + c)];
       }
     }
-    for (int t = 0; t < NT; ++t) y[t * w.rows + r] = hsum(acc[t]) + macc[t];
+    for (int t = 0; t < NT; ++t) y[t * w.rows + r] = detail::hsum256(acc[t]) + macc[t];
   }
 }
 
@@ -233,10 +217,8 @@ void run_q8(const WeightView& w, const QuantX& qx, int64_t n_tok, float* y, int6
 void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
 #ifdef FKV_Q8_SIMD
   if (matmul_q8_supported(w.type) && n_tok >= 1 && n_tok <= kMaxTok && w.cols % 32 == 0) {
-    FKV_CHECK_ARG(0 <= r0 && r0 <= r1 && r1 <= w.rows, "qmatmul_q8: row range [{}, {}) outside [0, {})", r0, r1, w.rows);
-    FKV_CHECK_ARG(w.row_stride >= io::row_bytes(w.type, w.cols), "qmatmul_q8: row_stride {} too small", w.row_stride);
+    detail::check_args(w, x, n_tok, y, r0, r1);
     if (r0 == r1) return;
-    FKV_CHECK_ARG(w.data && x && y, "qmatmul_q8: null weight, input or output pointer");
     const int64_t nc = w.cols / 32;
     thread_local QuantX qx;  // reused across calls: no allocation per matrix in the decode loop
     qx.q.resize(size_t(n_tok * w.cols));

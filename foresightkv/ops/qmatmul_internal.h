@@ -1,0 +1,53 @@
+// Pieces shared by the two quantized-product files (ops/qmatmul.cpp: fp32 activations; ops/qmatmul_q8.cpp:
+// int8 activations): argument validation, the fp16 scale reader and the Q6_K 6-bit level assembly. Not
+// part of the ops API; include only from ops/*.cpp.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "foresightkv/ops/qmatmul.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#include <immintrin.h>
+#define FKV_QMM_X86 1
+#endif
+
+namespace fkv::ops::detail {
+
+/// Throws InvalidArgument unless w/x/y/[r0, r1) describe a valid product for matmul_rows: a supported type,
+/// whole blocks per row, a row stride that holds a row, a row range inside [0, rows), non-null pointers
+/// when there is work.
+void check_args(const WeightView& w, const float* x, int64_t n_tok, const float* y, int64_t r0, int64_t r1);
+
+#ifdef FKV_QMM_X86
+/// An IEEE half at p (unaligned) as float; exact, subnormals included.
+inline float half_to_float(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+/// Sum of the 8 lanes of an AVX vector.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// Q6_K (block of 256 in 210 bytes: ql[128], qh[64], 16 i8 scales, fp16 d): the 16 signed levels
+/// (6-bit value - 32, in [-32, 31]) of group s (0..15). Group s lives in half h = s / 8, quadrant
+/// k = (s % 8) / 2 (low/high nibbles of ql[0..31] / ql[32..63], 2-bit fields of qh) and 16-element
+/// slice s % 2. Its scale is d * int8(b[192 + s]) with d = half at b + 208.
+inline __m128i q6k_levels16(const uint8_t* b, int s) {
+  const int h = s / 8, quad = (s % 8) / 2, is = s % 2;
+  const __m128i l = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 64 * h + 32 * (quad & 1) + 16 * is));
+  const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 128 + 32 * h + 16 * is));
+  // 16-bit shifts are fine: the byte masks drop the bits shifted in from the neighbour byte
+  const __m128i lo = _mm_and_si128(_mm_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm_set1_epi8(3)), 4);
+  return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
+}
+#endif
+
+}  // namespace fkv::ops::detail
