@@ -79,19 +79,21 @@ std::vector<std::string> dataset_stems(const std::string& ds) {
   return {ds};
 }
 
-// activations: "f32" (the default) leaves the payload as it always was, so existing outputs keep their hash.
+// Defaults (weights "native", activations "f32") leave the payload as it always was, so existing outputs keep
+// their hash; any other in-memory format changes the numerics and joins it.
 json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                  const std::string& activations) {
+                  const std::string& weights, const std::string& activations) {
   json cfg = c.to_json();
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
+  if (weights != "native") j["weights"] = weights;
   if (activations != "f32") j["activations"] = activations;
   return j;
 }
 
 std::string config_hash(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                        const std::string& activations) {
-  const std::string s = hash_payload(c, model_sha, dataset_sha, activations).dump();
+                        const std::string& weights, const std::string& activations) {
+  const std::string s = hash_payload(c, model_sha, dataset_sha, weights, activations).dump();
   return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
@@ -578,7 +580,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
                                    : static_cast<int64_t>(all.size());
   std::vector<int64_t> selection;
   for (int64_t i = c.offset; i < end; ++i) selection.push_back(i);
-  const std::string hash = config_hash(c, model_sha, ds_sha, run.activations);
+  const std::string hash = config_hash(c, model_sha, ds_sha, run.weights, run.activations);
   if (c.sampling.is_greedy() && c.samples > 1)
     FKV_LOG_WARN("greedy decoding with {} samples per problem: every sample of a problem is the same; pass "
                  "--temperature (the protocol: 0.6, --top-p 0.95, --top-k 20) for avg@k",

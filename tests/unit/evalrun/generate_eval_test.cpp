@@ -472,6 +472,13 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     CHECK_THROWS_WITH(evalrun::run_generate_eval(c, q8), Catch::Contains("different config/model"));
     CHECK(read_file(run.output) == bytes_a);
   }
+  // so do weights converted at load (another rounding and another product kernel)
+  {
+    evalrun::GenerateEvalRun bf = run;
+    bf.weights = "bf16";
+    CHECK_THROWS_WITH(evalrun::run_generate_eval(c, bf), Catch::Contains("different config/model"));
+    CHECK(read_file(run.output) == bytes_a);
+  }
 
   // ---- paired with itself: diff 0, CI [0, 0]
   run.paired_with = dir + "/a.jsonl";
