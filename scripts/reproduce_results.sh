@@ -14,7 +14,8 @@
 #   qwen_bench     Qwen2.5-Coder-0.5B decode/prefill vs HF transformers and llama.cpp (scripts/bench_peers.py)
 #   qwen_greedy    Qwen2.5-Coder-0.5B GSM8K test accuracy, greedy, full cache (first FKV_QWEN_LIMIT problems, 300)
 #   qwen_sampled   the same problems (first FKV_QWEN_SAMPLED_LIMIT, 300), 4 samples (T 0.6, top-p 0.95, top-k 20),
-#                  full and streamingllm/h2o/snapkv/rkv/tova at B = 64, 128 with L = 16, paired against full
+#                  full and streamingllm/h2o/snapkv/rkv/tova at B = 128, 64 with L = 16, paired against full,
+#                  in blocks of FKV_QWEN_SAMPLED_BLOCK (20) problems (continuous batching, batch FKV_QWEN_BATCH)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
 set -euo pipefail
@@ -154,14 +155,20 @@ step_qwen_greedy() {
 }
 
 step_qwen_sampled() {
-  local lim="${FKV_QWEN_SAMPLED_LIMIT:-300}" full="$OUT/qwen_gsm8k_sampled_full.jsonl"
-  local common=(--config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$lim"
-                --batch "$QB" --threads "$T" --log-level warn)
-  "$BIN/fkv-eval" generate "${common[@]}" --output "$full" > /dev/null
-  for b in ${FKV_QWEN_BUDGETS:-64 128}; do
-    for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do
-      "$BIN/fkv-eval" generate "${common[@]}" --policy $p --budget $b --window 16 \
-        --output "$OUT/qwen_gsm8k_sampled_${p}_b$b.jsonl" --paired-with "$full" > /dev/null
+  # In blocks of FKV_QWEN_SAMPLED_BLOCK problems (20): every run covers the first 20, then the first 40, ...,
+  # so an interrupted grid is still a paired grid over the problems done (each run resumes in place).
+  local lim="${FKV_QWEN_SAMPLED_LIMIT:-300}" blk="${FKV_QWEN_SAMPLED_BLOCK:-20}" full="$OUT/qwen_gsm8k_sampled_full.jsonl"
+  local n=0
+  while [ "$n" -lt "$lim" ]; do
+    n=$(( n + blk < lim ? n + blk : lim ))
+    local common=(--config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$n"
+                  --batch "$QB" --threads "$T" --log-level warn)
+    "$BIN/fkv-eval" generate "${common[@]}" --output "$full" > /dev/null
+    for b in ${FKV_QWEN_BUDGETS:-128 64}; do
+      for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do
+        "$BIN/fkv-eval" generate "${common[@]}" --policy $p --budget $b --window 16 \
+          --output "$OUT/qwen_gsm8k_sampled_${p}_b$b.jsonl" --paired-with "$full" > /dev/null
+      done
     done
   done
 }
