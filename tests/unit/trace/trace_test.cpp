@@ -224,6 +224,32 @@ TEST_CASE("trace files: round trip, corrupt, truncated, wrong version, JSONL err
   REQUIRE(r.traces[0].id == "a");
   REQUIRE(r.traces[0].tokens == std::vector<int32_t>{1, 2, 3, 4, 5});
   REQUIRE(r.traces[0].prompt_len == 2);
+  REQUIRE(r.traces[1].id == "1");  // line order when the rows are not fkv-eval samples
+  // fkv-eval generate rows (finish order) are read in (problem_index, sample_index) order
+  {
+    std::ofstream f(j);
+    f << R"({"problem_index": 3, "sample_index": 1, "prompt_ids": [1], "response_ids": [31]})" << "\n"
+      << R"({"problem_index": 0, "sample_index": 2, "prompt_ids": [1], "response_ids": [2]})" << "\n"
+      << R"({"problem_index": 3, "sample_index": 0, "prompt_ids": [1], "response_ids": [30]})" << "\n"
+      << R"({"problem_index": 0, "sample_index": 0, "prompt_ids": [1], "response_ids": [0]})" << "\n";
+  }
+  r = trace::read_trace_set(j);
+  REQUIRE(r.traces.size() == 4);
+  std::vector<int32_t> last;
+  for (const auto& t : r.traces) last.push_back(t.tokens.back());
+  REQUIRE(last == std::vector<int32_t>{0, 2, 30, 31});
+  REQUIRE(r.traces[2].meta["problem_index"] == 3);
+  // one row without the keys: the file is not treated as samples, line order stays
+  {
+    std::ofstream f(j);
+    f << R"({"problem_index": 3, "sample_index": 1, "prompt_ids": [1], "response_ids": [31]})" << "\n"
+      << R"({"prompt_ids": [1], "response_ids": [5]})" << "\n"
+      << R"({"problem_index": 0, "sample_index": 0, "prompt_ids": [1], "response_ids": [0]})" << "\n";
+  }
+  r = trace::read_trace_set(j);
+  last.clear();
+  for (const auto& t : r.traces) last.push_back(t.tokens.back());
+  REQUIRE(last == std::vector<int32_t>{31, 5, 0});
   {
     std::ofstream f(j);
     f << R"({"prompt_ids": [1, 2], "response_ids": [3, -4]})" << "\n";
