@@ -106,13 +106,7 @@ int64_t Evictor::end_forward(cache::KvCache& kv) {
   for (int64_t s = 0; s < n_seq_; ++s) stats_.peak_entries = std::max(stats_.peak_entries, peak_seq_[s]);
   if (!enabled()) return 0;
   const double t0 = now_seconds();
-  if (want_acc_ && cum_.empty()) {
-    const int64_t G = n_head_ / n_head_kv_;
-    for (int64_t l = 0; l < n_layer_; ++l) {
-      cum_.push_back(at::zeros({n_seq_, n_head_kv_, G, kv.capacity()}, at::kFloat));
-      dec_.push_back(at::zeros({n_seq_, n_head_kv_, G, kv.capacity()}, at::kFloat));
-    }
-  }
+  if (want_acc_) ensure_accumulators(kv.capacity());
   int64_t evicted = 0;
   const int64_t B = cfg_.budget, L = cfg_.window;
   for (int64_t s = 0; s < n_seq_; ++s) {
@@ -214,6 +208,18 @@ void Evictor::evict_layer(cache::KvCache& kv, int64_t s, int64_t l, int64_t even
   }
 }
 
+void Evictor::ensure_accumulators(int64_t capacity) {
+  if (cum_.empty()) {
+    const int64_t G = n_head_ / n_head_kv_;
+    for (int64_t l = 0; l < n_layer_; ++l) {
+      cum_.push_back(at::zeros({n_seq_, n_head_kv_, G, capacity}, at::kFloat));
+      dec_.push_back(at::zeros({n_seq_, n_head_kv_, G, capacity}, at::kFloat));
+    }
+  }
+  FKV_CHECK_ARG(cum_[0].size(3) == capacity, "Evictor: accumulators hold {} slots, the cache {}", cum_[0].size(3),
+                capacity);
+}
+
 void Evictor::reset(int64_t seq) {
   FKV_CHECK_ARG(seq >= 0 && seq < n_seq_, "Evictor::reset: bad sequence {}", seq);
   qcount_[seq] = 0;
@@ -241,26 +247,17 @@ void Evictor::import_sequence(int64_t seq, const Evictor& src, int64_t src_seq) 
                     src.n_head_kv_ == n_head_kv_ && src.head_dim_ == head_dim_ && src.qcap_ == qcap_ &&
                     src.want_attn_ == want_attn_ && src.want_acc_ == want_acc_,
                 "Evictor::import_sequence: the source evictor has another config or shape");
+  reset(seq);
   if (want_attn_) {
     for (int64_t l = 0; l < n_layer_; ++l) qbuf_[l][seq].copy_(src.qbuf_[l][src_seq]);
     qpos_[seq].copy_(src.qpos_[src_seq]);
   }
   if (!src.cum_.empty()) {
-    const int64_t cap = src.cum_[0].size(3);
-    if (cum_.empty())
-      for (int64_t l = 0; l < n_layer_; ++l) {
-        cum_.push_back(at::zeros({n_seq_, n_head_kv_, n_head_ / n_head_kv_, cap}, at::kFloat));
-        dec_.push_back(at::zeros({n_seq_, n_head_kv_, n_head_ / n_head_kv_, cap}, at::kFloat));
-      }
-    FKV_CHECK_ARG(cum_[0].size(3) == cap, "Evictor::import_sequence: accumulator capacity {} != source's {}",
-                  cum_[0].size(3), cap);
+    ensure_accumulators(src.cum_[0].size(3));
     for (int64_t l = 0; l < n_layer_; ++l) {
       cum_[l][seq].copy_(src.cum_[l][src_seq]);
       dec_[l][seq].copy_(src.dec_[l][src_seq]);
     }
-  } else {
-    for (auto& a : cum_) a[seq].zero_();
-    for (auto& a : dec_) a[seq].zero_();
   }
   qcount_[seq] = src.qcount_[src_seq];
   qhead_[seq] = src.qhead_[src_seq];

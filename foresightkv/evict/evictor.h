@@ -61,6 +61,8 @@ class Evictor {
 
  private:
   void evict_layer(cache::KvCache& kv, int64_t seq, int64_t layer, int64_t event);
+  /// Allocate the zeroed cum/dec accumulators for `capacity` slots on first use; later calls check the size.
+  void ensure_accumulators(int64_t capacity);
 
   EvictionConfig cfg_;
   std::unique_ptr<Policy> policy_;

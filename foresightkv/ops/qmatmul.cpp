@@ -97,16 +97,8 @@ int64_t decode_grain(const WeightView& w) {
 
 // ---- SIMD wrappers ------------------------------------------------------------------------------
 
+using detail::half2_to_float;
 using detail::half_to_float;
-
-// Two consecutive halves (a block's d and m) with one conversion.
-inline void half2_to_float(const uint8_t* p, float& a, float& b) {
-  uint32_t u;
-  std::memcpy(&u, p, 4);
-  const __m128 v = _mm_cvtph_ps(_mm_cvtsi32_si128(int(u)));
-  a = _mm_cvtss_f32(v);
-  b = _mm_cvtss_f32(_mm_movehdup_ps(v));
-}
 
 #if defined(__AVX512F__)
 struct Simd {

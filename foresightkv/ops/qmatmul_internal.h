@@ -1,5 +1,5 @@
 // Pieces shared by the two quantized-product files (ops/qmatmul.cpp: fp32 activations; ops/qmatmul_q8.cpp:
-// int8 activations): argument validation, the fp16 scale reader and the Q6_K 6-bit level assembly. Not
+// int8 activations): argument validation, the fp16 scale readers and the Q6_K 6-bit level assembly. Not
 // part of the ops API; include only from ops/*.cpp.
 #pragma once
 #include <cstdint>
@@ -25,6 +25,15 @@ inline float half_to_float(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return _cvtsh_ss(h);
+}
+
+/// Two consecutive halves (a block's d and m) with one conversion.
+inline void half2_to_float(const uint8_t* p, float& a, float& b) {
+  uint32_t u;
+  std::memcpy(&u, p, 4);
+  const __m128 v = _mm_cvtph_ps(_mm_cvtsi32_si128(int(u)));
+  a = _mm_cvtss_f32(v);
+  b = _mm_cvtss_f32(_mm_movehdup_ps(v));
 }
 
 /// Sum of the 8 lanes of an AVX vector.

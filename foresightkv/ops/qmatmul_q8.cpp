@@ -64,6 +64,7 @@ namespace {
 constexpr int kMaxTok = 8;
 constexpr int64_t kMinBytesPerTask = 32 * 1024;
 
+using detail::half2_to_float;
 using detail::half_to_float;
 
 // 32 bits -> 32 bytes: 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
@@ -99,8 +100,8 @@ struct Q4_1 {
   static constexpr int kBlock = 32, kBytes = 20;
   static constexpr bool kMin = true;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    d0 = d1 = half_to_float(b);
-    m = half_to_float(b + 2);
+    half2_to_float(b, d0, m);
+    d1 = d0;
     q = nibbles(b + 4);
   }
 };
@@ -117,8 +118,8 @@ struct Q5_1 {
   static constexpr int kBlock = 32, kBytes = 24;
   static constexpr bool kMin = true;
   static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    d0 = d1 = half_to_float(b);
-    m = half_to_float(b + 2);
+    half2_to_float(b, d0, m);
+    d1 = d0;
     const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10));
     q = _mm256_or_si256(nibbles(b + 8), hb);
   }

@@ -85,6 +85,12 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     for (int64_t e : cfg.eos_ids)
       if (std::find(eos.begin(), eos.end(), static_cast<int32_t>(e)) == eos.end()) eos.push_back(static_cast<int32_t>(e));
   }
+  auto max_new_of = [&](int64_t i) {
+    return opt.max_new_tokens_each.empty() ? opt.max_new_tokens : opt.max_new_tokens_each[i];
+  };
+  auto stream_of = [&](int64_t i) {
+    return opt.stream_ids.empty() ? static_cast<uint64_t>(i) : opt.stream_ids[i];
+  };
   int64_t max_prompt = 0, max_new = 0;
   for (int64_t i = 0; i < n_prompts; ++i) {
     const auto& p = prompts[i];
@@ -92,16 +98,10 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     for (int32_t id : p)
       FKV_CHECK_ARG(id >= 0 && id < V, "generate: prompt token {} outside the vocabulary [0, {})", id, V);
     max_prompt = std::max<int64_t>(max_prompt, static_cast<int64_t>(p.size()));
-    const int64_t mn = opt.max_new_tokens_each.empty() ? opt.max_new_tokens : opt.max_new_tokens_each[i];
+    const int64_t mn = max_new_of(i);
     FKV_CHECK_ARG(mn >= 0, "generate: max_new_tokens {} of prompt {} is negative", mn, i);
     max_new = std::max(max_new, mn);
   }
-  auto max_new_of = [&](int64_t i) {
-    return opt.max_new_tokens_each.empty() ? opt.max_new_tokens : opt.max_new_tokens_each[i];
-  };
-  auto stream_of = [&](int64_t i) {
-    return opt.stream_ids.empty() ? static_cast<uint64_t>(i) : opt.stream_ids[i];
-  };
   const int64_t n_slots = opt.max_batch > 0 ? std::min(opt.max_batch, n_prompts) : n_prompts;
   // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
   Sampler sampler(opt.sampling, tokenizer_.vocab_size());
