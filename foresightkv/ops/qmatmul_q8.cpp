@@ -4,7 +4,8 @@
 // levels; the 32 integer products are summed exactly with maddubs/madd (|level| <= 128, |q| <= 127, so
 // a pair sum is at most 32,512 and fits int16), then scaled by d * dx in fp32:
 //     y[t, r] = sum_chunks  d_chunk * dx_chunk * sum_j level_j * q_j   (+ m_chunk * dx_chunk * sum_j q_j)
-// which equals  sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q, up to fp32 summation order (the
+// (Q6_K: its int8 sub-block scale multiplies the integer sums in madd, |4 * 32 * 127 * 128| < 2^24, and
+// d_chunk is the block's fp16 d; K-quant scales are unpacked once per 256-element block), which equals  sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q, up to fp32 summation order (the
 // integer parts are exact). The deviation from the fp32 path is the activation rounding only (at most
 // dx / 2 = max|x| / 254 per element); tests/unit/quant/qmatmul_test.cpp checks the identity above, and
 // the model tests report the logit deviation on real models.
@@ -86,85 +87,106 @@ inline __m256i nibbles(const uint8_t* p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-// Each decoder: kBlock elements in kBytes bytes, kChunks = kBlock / 32 chunks; chunk(blk, c, q, d0, d1, m)
-// sets the 32 signed levels q and the scales: lanes 0..15 use d0, 16..31 use d1, element = d * level + m.
+// Each decoder: kBlock elements in kBytes bytes, kChunks = kBlock / 32 chunks of 32 elements. prep(blk, p)
+// reads what the block's chunks share (fp16 scales, packed sub-block scales) once per block; levels(blk, c,
+// p) returns chunk c's 32 signed levels; scale(p, c) its float scale and min(p, c) its additive min (kMin),
+// so that element = scale * level + min. kIntScale formats (Q6_K) keep a per-16 integer scale that
+// iscale(p, c) returns as int16 lanes (0..7: elements 0..15, 8..15: elements 16..31) for the madd step;
+// their scale(p, c) is the block's fp16 d alone.
 struct Q4_0 {
   static constexpr int kBlock = 32, kBytes = 18;
-  static constexpr bool kMin = false;
-  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = half_to_float(b);
-    q = _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
-  }
+  static constexpr bool kMin = false, kIntScale = false;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) { return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8)); }
+  static float scale(const Prep& p, int) { return p.d; }
 };
 struct Q4_1 {
   static constexpr int kBlock = 32, kBytes = 20;
-  static constexpr bool kMin = true;
-  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    half2_to_float(b, d0, m);
-    d1 = d0;
-    q = nibbles(b + 4);
-  }
+  static constexpr bool kMin = true, kIntScale = false;
+  struct Prep { float d, m; };
+  static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) { return nibbles(b + 4); }
+  static float scale(const Prep& p, int) { return p.d; }
+  static float min(const Prep& p, int) { return p.m; }
 };
 struct Q5_0 {
   static constexpr int kBlock = 32, kBytes = 22;
-  static constexpr bool kMin = false;
-  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = half_to_float(b);
-    const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(0x10));
-    q = _mm256_sub_epi8(_mm256_or_si256(nibbles(b + 6), hb), _mm256_set1_epi8(16));
+  static constexpr bool kMin = false, kIntScale = false;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) {
+    // nibble - 16 where the fifth bit is clear is the byte 0xF0 | nibble (llama.cpp's form)
+    return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(char(0xF0))));
   }
+  static float scale(const Prep& p, int) { return p.d; }
 };
 struct Q5_1 {
   static constexpr int kBlock = 32, kBytes = 24;
-  static constexpr bool kMin = true;
-  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float& m) {
-    half2_to_float(b, d0, m);
-    d1 = d0;
+  static constexpr bool kMin = true, kIntScale = false;
+  struct Prep { float d, m; };
+  static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) {
     const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10));
-    q = _mm256_or_si256(nibbles(b + 8), hb);
+    return _mm256_or_si256(nibbles(b + 8), hb);
   }
+  static float scale(const Prep& p, int) { return p.d; }
+  static float min(const Prep& p, int) { return p.m; }
 };
 struct Q8_0 {
   static constexpr int kBlock = 32, kBytes = 34;
-  static constexpr bool kMin = false;
-  static void chunk(const uint8_t* b, int, __m256i& q, float& d0, float& d1, float&) {
-    d0 = d1 = half_to_float(b);
-    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  static constexpr bool kMin = false, kIntScale = false;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
   }
+  static float scale(const Prep& p, int) { return p.d; }
 };
-// Q4_K: 8 chunks of 32 with 6-bit scales/mins (see io/quant.cpp and DecQ4_K in qmatmul.cpp).
+// Q4_K: 8 chunks of 32 with 6-bit scales/mins (see io/quant.cpp and DecQ4_K in qmatmul.cpp), unpacked once
+// per block.
 struct Q4_K {
   static constexpr int kBlock = 256, kBytes = 144;
-  static constexpr bool kMin = true;
-  static void chunk(const uint8_t* b, int g, __m256i& q, float& d0, float& d1, float& m) {
-    const uint8_t* s = b + 4;
-    int sc, mn;
-    io::k_scale_min(s, g, sc, mn);
-    d0 = d1 = half_to_float(b) * float(sc);
-    m = -(half_to_float(b + 2) * float(mn));
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
-    q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
+  static constexpr bool kMin = true, kIntScale = false;
+  struct Prep { float d[8], m[8]; };
+  static void prep(const uint8_t* b, Prep& p) {
+    float d, dmin;
+    half2_to_float(b, d, dmin);
+    for (int g = 0; g < 8; ++g) {
+      int sc, mn;
+      io::k_scale_min(b + 4, g, sc, mn);
+      p.d[g] = d * float(sc);
+      p.m[g] = -(dmin * float(mn));
+    }
   }
+  static __m256i levels(const uint8_t* b, int g, const Prep&) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
+    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
+  }
+  static float scale(const Prep& p, int g) { return p.d[g]; }
+  static float min(const Prep& p, int g) { return p.m[g]; }
 };
-// Q6_K: chunk c holds the 16-element groups 2c and 2c + 1 (same half h and quadrant, slices 0 and 1).
+// Q6_K: chunk c holds the 16-element groups 2c and 2c + 1, the two slices of quadrant c % 4 of half c / 4:
+// 32 consecutive bytes of ql and of qh each (see detail::q6k_levels16, its 16-element form).
 struct Q6_K {
   static constexpr int kBlock = 256, kBytes = 210;
-  static constexpr bool kMin = false;
-  static void chunk(const uint8_t* b, int c, __m256i& q, float& d0, float& d1, float&) {
-    const int s = 2 * c;
-    q = _mm256_set_m128i(detail::q6k_levels16(b, s + 1), detail::q6k_levels16(b, s));
-    const float d = half_to_float(b + 208);
-    d0 = d * float(int8_t(b[192 + s]));
-    d1 = d * float(int8_t(b[192 + s + 1]));
+  static constexpr bool kMin = false, kIntScale = true;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b + 208); }
+  static __m256i levels(const uint8_t* b, int c, const Prep&) {
+    const int h = c / 4, quad = c % 4;
+    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (quad & 1)));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm256_set1_epi8(0x0F));
+    const __m256i hi = _mm256_slli_epi16(
+        _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm256_set1_epi8(3)), 4);
+    return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+  }
+  static float scale(const Prep& p, int) { return p.d; }
+  static __m256i iscale(const uint8_t* b, int c) {
+    return _mm256_set_m128i(_mm_set1_epi16(int8_t(b[192 + 2 * c + 1])), _mm_set1_epi16(int8_t(b[192 + 2 * c])));
   }
 };
-
-// Exact integer dot of 32 signed levels with 32 int8 activations, as 8 int32 lane sums (lanes 0..3 cover
-// elements 0..15, lanes 4..7 elements 16..31), converted to float.
-inline __m256 dot32(__m256i q, __m256i x) {
-  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
 
 struct QuantX {
   std::vector<int8_t> q;   // [n_tok][cols]
@@ -172,25 +194,36 @@ struct QuantX {
   std::vector<float> sum;  // [n_tok][cols / 32]: dx * sum(q) (the min term)
 };
 
+// y[t, r] for rows [r0, r1): per chunk, the 32 level x activation products are summed exactly in int32
+// (maddubs on |level| and sign-adjusted x, then madd with 1 or with the per-16 integer scales), converted
+// to float and accumulated with the chunk's scale * dx.
 template <class D, int NT>
 void rows_q8(const WeightView& w, const QuantX& qx, float* y, int64_t r0, int64_t r1) {
   constexpr int CPB = D::kBlock / 32;
-  const int64_t cols = w.cols, nc = cols / 32;
+  const int64_t cols = w.cols, nc = cols / 32, nb = cols / D::kBlock;
+  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.data + size_t(r) * w.row_stride;
     __m256 acc[NT];
     float macc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), macc[t] = 0.f;
-    for (int64_t c = 0; c < nc; ++c) {
-      __m256i q;
-      float d0 = 0.f, d1 = 0.f, m = 0.f;
-      D::chunk(row + (c / CPB) * D::kBytes, int(c % CPB), q, d0, d1, m);
-      const __m256 dv = _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1);
-      for (int t = 0; t < NT; ++t) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx.q.data() + t * cols + c * 32));
-        const float dx = qx.d[size_t(t * nc + c)];
-        acc[t] = _mm256_fmadd_ps(dot32(q, xv), _mm256_mul_ps(dv, _mm256_set1_ps(dx)), acc[t]);
-        if constexpr (D::kMin) macc[t] += m * qx.sum[size_t(t * nc + c)];
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + b * D::kBytes;
+      typename D::Prep p;
+      D::prep(blk, p);
+      for (int c = 0; c < CPB; ++c) {
+        const int64_t ci = b * CPB + c;
+        const __m256i q = D::levels(blk, c, p);
+        const __m256i aq = _mm256_sign_epi8(q, q);
+        __m256i isc = ones;
+        if constexpr (D::kIntScale) isc = D::iscale(blk, c);
+        const float d = D::scale(p, c);
+        for (int t = 0; t < NT; ++t) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx.q.data() + t * cols + ci * 32));
+          const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(xv, q)), isc);
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(d * qx.d[size_t(t * nc + ci)]), acc[t]);
+          if constexpr (D::kMin) macc[t] += D::min(p, c) * qx.sum[size_t(t * nc + ci)];
+        }
       }
     }
     for (int t = 0; t < NT; ++t) y[t * w.rows + r] = detail::hsum256(acc[t]) + macc[t];
