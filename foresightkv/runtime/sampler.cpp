@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "foresightkv/core/error.h"
@@ -102,28 +103,59 @@ int32_t Sampler::argmax(std::span<const float> logits, int64_t n) const {
 
 namespace {
 
-// Top-k + softmax weights (unnormalized) of the valid, finite logits.
+// The k-th largest of the finite (not -inf) logits, or -inf when there are at most k of them. A size-k
+// min-heap in one pass for small k (the usual top-k of 20-50 over a 151k vocabulary), a selection on a
+// copy otherwise.
+float kth_largest(std::span<const float> logits, int64_t n, int64_t k) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (k <= 256) {
+    std::vector<float> heap;  // min-heap of the k largest seen so far
+    heap.reserve(static_cast<size_t>(k));
+    const auto greater = std::greater<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = logits[i];
+      if (v == kNegInf) continue;
+      if (static_cast<int64_t>(heap.size()) < k) {
+        heap.push_back(v);
+        std::push_heap(heap.begin(), heap.end(), greater);
+      } else if (v > heap.front()) {
+        std::pop_heap(heap.begin(), heap.end(), greater);
+        heap.back() = v;
+        std::push_heap(heap.begin(), heap.end(), greater);
+      }
+    }
+    return static_cast<int64_t>(heap.size()) < k ? kNegInf : heap.front();
+  }
+  std::vector<float> tmp;
+  tmp.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (logits[i] != kNegInf) tmp.push_back(logits[i]);
+  if (static_cast<int64_t>(tmp.size()) <= k) return kNegInf;
+  std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<float>());
+  return tmp[static_cast<size_t>(k - 1)];
+}
+
+// Top-k + softmax weights (unnormalized) of the valid, finite logits: candidate i has x = logit * (1 / T)
+// in double and w = exp(x - max x); top-k keeps every x >= the k-th largest x (HF keeps ties). x is a
+// monotone image of the float logit, so the k-th largest x and max x are the images of the k-th largest
+// and largest logits, which are found on the floats without building x.
 Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParams& p) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   Candidates cand;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
-  std::vector<double> x;
-  x.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    if (logits[i] != -std::numeric_limits<float>::infinity()) x.push_back(static_cast<double>(logits[i]) * inv_t);
-  FKV_CHECK_ARG(!x.empty(), "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
+  float fmax = kNegInf;
+  for (int64_t i = 0; i < n; ++i) fmax = std::max(fmax, logits[i]);
+  FKV_CHECK_ARG(fmax != kNegInf, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
   double threshold = -std::numeric_limits<double>::infinity();
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < x.size()) {
-    std::vector<double> tmp = x;
-    std::nth_element(tmp.begin(), tmp.begin() + (p.top_k - 1), tmp.end(), std::greater<double>());
-    threshold = tmp[static_cast<size_t>(p.top_k - 1)];  // HF keeps every logit >= the k-th largest
+  if (p.top_k > 0) {
+    const float kth = kth_largest(logits, n, p.top_k);
+    if (kth != kNegInf) threshold = static_cast<double>(kth) * inv_t;
   }
-  double mx = -std::numeric_limits<double>::infinity();
-  for (double v : x) mx = std::max(mx, v);
-  cand.c.reserve(p.top_k > 0 ? static_cast<size_t>(p.top_k) + 8 : x.size());
-  size_t k = 0;
+  const double mx = static_cast<double>(fmax) * inv_t;
+  cand.c.reserve(p.top_k > 0 ? static_cast<size_t>(p.top_k) + 8 : static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    if (logits[i] == -std::numeric_limits<float>::infinity()) continue;
-    const double v = x[k++];
+    if (logits[i] == kNegInf) continue;
+    const double v = static_cast<double>(logits[i]) * inv_t;
     if (v < threshold) continue;
     const double w = std::exp(v - mx);
     cand.c.push_back({w, static_cast<int32_t>(i)});

@@ -162,6 +162,29 @@ TEST_CASE("top-p keeps at least one token, top-k keeps ties, and large vocabular
   CHECK(Sampler({1.f, 0, 1.f, 0.f}, 151669).sample(big, 1, 0, 0) < 151669);
 }
 
+TEST_CASE("top-k selection equals the sorted reference (heap and selection branches, ties, -inf)",
+          "[unit][text][sampler]") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  std::vector<float> logits(5000);
+  for (auto& v : logits) v = std::round(nd(rng) * 4.f) / 4.f;  // many exact ties
+  for (size_t i = 0; i < logits.size(); i += 7) logits[i] = -std::numeric_limits<float>::infinity();
+  for (int k : {1, 2, 20, 256, 257, 1000, 4199, 4200, 4201, 6000}) {  // 4200 finite logits below the vocab size
+    for (float top_p : {1.0f, 0.95f}) {
+      INFO("top_k " << k << " top_p " << top_p);
+      const SamplingParams sp{0.6f, k, top_p, 0.f};
+      const auto got = Sampler(sp, 4900).distribution(logits);
+      auto want = reference_distribution(logits, 4900, sp);
+      for (auto it = want.begin(); it != want.end();) it = it->second == 0.0 ? want.erase(it) : std::next(it);
+      REQUIRE(got.size() == want.size());
+      for (const auto& [id, pr] : got) {
+        REQUIRE(want.count(id) == 1);
+        CHECK(pr == Approx(want[id]).epsilon(1e-12));
+      }
+    }
+  }
+}
+
 TEST_CASE("sampler rejects bad parameters and logits", "[unit][text][sampler]") {
   CHECK_THROWS_AS(Sampler({-1.f, 0, 1.f, 0.f}), fkv::InvalidArgument);
   CHECK_THROWS_AS(Sampler({1.f, -1, 1.f, 0.f}), fkv::InvalidArgument);
