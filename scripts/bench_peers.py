@@ -9,6 +9,7 @@ Reported: prefill tokens/s, decode tokens/s, peak RSS, and fkv's ratio to each p
   .venv/bin/python scripts/bench_peers.py [--model data/models/SmolLM2-135M-Instruct.Q4_1.gguf]
       [--contexts 128,1024,4096] [--decode-tokens 32] [--threads 2] [--peers hf,llamacpp]
       [--llamacpp-python .venv-bench/bin/python] [--json-out runs/bench.json]
+      [--fkv-q8 | --fkv-runs fkv,fkv_q8_f16kv] [--rounds N]
 
 llama.cpp comes from PyPI `llama-cpp-python` (builds llama.cpp from source, ~5 min), installed in a
 separate bench-only venv: python3 -m venv .venv-bench && .venv-bench/bin/pip install llama-cpp-python==0.3.36
@@ -98,46 +99,67 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--fkv-q8", action="store_true",
                     help="also run fkv with --activations q8 (int8 activations in decode products, like llama.cpp)")
+    ap.add_argument("--fkv-runs", default=None,
+                    help="comma list of fkv configurations to run, among fkv, fkv_f16kv, fkv_q8, fkv_q8_f16kv "
+                         "(default: fkv,fkv_f16kv, plus the two q8 ones with --fkv-q8)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every system this many times, alternating, and report each one's best")
     a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit("bench_peers: --rounds must be >= 1")
     contexts = [int(x) for x in a.contexts.split(",")]
     cfg = {"model": a.model, "contexts": contexts, "decode_tokens": a.decode_tokens, "threads": a.threads,
            "seed": a.seed}
     res = {}
-    for act in ("f32", "q8") if a.fkv_q8 else ("f32",):
-        for kv in ("f32", "f16"):
-            name = ("fkv" if kv == "f32" else "fkv_f16kv") if act == "f32" else ("fkv_q8" if kv == "f32" else "fkv_q8_f16kv")
-            res[name] = run_json(
+    configs = {"fkv": ("f32", "f32"), "fkv_f16kv": ("f32", "f16"), "fkv_q8": ("q8", "f32"), "fkv_q8_f16kv": ("q8", "f16")}
+    runs = a.fkv_runs.split(",") if a.fkv_runs else ["fkv", "fkv_f16kv"] + (["fkv_q8", "fkv_q8_f16kv"] if a.fkv_q8 else [])
+    for name in runs:
+        if name not in configs:
+            sys.exit(f"bench_peers: unknown --fkv-runs entry {name!r}; expected some of {', '.join(configs)}")
+    peers = [p for p in a.peers.split(",") if p]
+
+    def keep_best(name, out):
+        # per context: the best prefill and decode rate and the largest peak RSS over the rounds
+        if name not in res:
+            res[name] = out
+            return
+        for old, new in zip(res[name]["results"], out["results"]):
+            for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+                old[k] = max(old[k], new[k])
+
+    for _ in range(a.rounds):  # alternate the systems so that slow drifts of the machine hit all of them
+        for name in runs:
+            act, kv = configs[name]
+            keep_best(name, run_json(
                 [a.fkv_bin, "bench", "--model", a.model, "--contexts", a.contexts, "--decode-tokens",
                  str(a.decode_tokens), "--threads", str(a.threads), "--repeats", str(a.fkv_repeats), "--kv-dtype", kv,
-                 "--activations", act, "--json", "--log-level", "warn"])
-    peers = [p for p in a.peers.split(",") if p]
-    if "hf" in peers:
-        res["hf"] = run_json([a.hf_python, "-c", HF_CODE, json.dumps(cfg)])
-    if "llamacpp" in peers:
-        res["llamacpp"] = run_json([a.llamacpp_python, "-c", LLAMACPP_CODE, json.dumps(cfg)])
+                 "--activations", act, "--json", "--log-level", "warn"]))
+        if "hf" in peers:
+            keep_best("hf", run_json([a.hf_python, "-c", HF_CODE, json.dumps(cfg)]))
+        if "llamacpp" in peers:
+            keep_best("llamacpp", run_json([a.llamacpp_python, "-c", LLAMACPP_CODE, json.dumps(cfg)]))
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     res["meta"] = {"model": os.path.basename(a.model), "threads": a.threads, "decode_tokens": a.decode_tokens,
-                   "fkv_commit": commit, "nproc": os.cpu_count()}
+                   "fkv_commit": commit, "nproc": os.cpu_count(), "rounds": a.rounds}
     names = [n for n in ("fkv", "fkv_f16kv", "fkv_q8", "fkv_q8_f16kv", "hf", "llamacpp") if n in res]
     label = {"fkv": "fkv (fp32 KV)", "fkv_f16kv": "fkv (fp16 KV)", "fkv_q8": "fkv q8 act (fp32 KV)",
              "fkv_q8_f16kv": "fkv q8 act (fp16 KV)", "hf": "HF transformers", "llamacpp": "llama.cpp (fp16 KV)"}
-    head = "| context | system | prefill tok/s | decode tok/s | peak RSS MiB | fkv (fp32 KV) decode ratio |"
-    if a.fkv_q8:
-        head += " fkv q8 act (fp16 KV) decode ratio |"
-    lines = [f"model {res['meta']['model']}, {a.threads} threads, {a.decode_tokens} decode tokens, fkv {commit}", "",
+    # one decode-ratio column per fkv configuration that ran: fkv's decode tok/s over the peer's
+    ratio_cols = [n for n in ("fkv", "fkv_q8_f16kv", "fkv_f16kv", "fkv_q8") if n in res]
+    head = "| context | system | prefill tok/s | decode tok/s | peak RSS MiB |" + "".join(
+        f" {label[n]} decode ratio |" for n in ratio_cols)
+    lines = [f"model {res['meta']['model']}, {a.threads} threads, {a.decode_tokens} decode tokens, fkv {commit}, "
+             f"best of {a.rounds} alternating round(s)", "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for i, ctx in enumerate(contexts):
-        fkv_dec = res["fkv"]["results"][i]["decode_tokens_per_s"]
         for n in names:
             r = res[n]["results"][i]
-            ratio = "" if n.startswith("fkv") else f"{fkv_dec / r['decode_tokens_per_s']:.2f}x"
             line = (f"| {ctx} | {label[n]} | {r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | "
-                    f"{r['peak_rss_bytes'] / 1048576:.0f} | {ratio} |")
-            if a.fkv_q8:
-                q8_dec = res["fkv_q8_f16kv"]["results"][i]["decode_tokens_per_s"]
-                line += "" if n.startswith("fkv") else f" {q8_dec / r['decode_tokens_per_s']:.2f}x"
-                line += " |"
+                    f"{r['peak_rss_bytes'] / 1048576:.0f} |")
+            for c in ratio_cols:
+                ratio = res[c]["results"][i]["decode_tokens_per_s"] / r["decode_tokens_per_s"]
+                line += " |" if n.startswith("fkv") else f" {ratio:.2f}x |"
             lines.append(line)
     print("\n".join(lines))
     if a.json_out:
