@@ -1,4 +1,5 @@
-// fkv-model: inspect and run a model.  Subcommands: info, logits, bench.
+// fkv-model: inspect and run a model.  Subcommands: info, logits, tokenize, detokenize, generate, bench,
+// bench-kernels.
 // Thin: parsing and printing only; the work lives in model/ and runtime/.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -123,6 +124,38 @@ int cmd_bench(const Args& a) {
                   row["prefill_tokens_per_s"].get<double>(), row["decode_tokens_per_s"].get<double>(),
                   row["peak_rss_bytes"].get<double>() / 1048576.0);
   }
+  return 0;
+}
+
+int cmd_bench_kernels(const Args& a) {
+  auto m = load(a);
+  fkv::runtime::KernelBenchOptions o;
+  if (a.has("n-tok")) o.n_tok = fkv::cli::parse_int_list(a.get("n-tok"), "--n-tok");
+  if (a.has("contexts")) o.contexts = fkv::cli::parse_int_list(a.get("contexts"), "--contexts");
+  o.threads = a.get_int("threads", o.threads);
+  o.repeats = a.get_int("repeats", o.repeats);
+  o.min_seconds = a.get_double("min-seconds", o.min_seconds);
+  json r = fkv::runtime::run_kernel_bench(*m, o);
+  if (a.flag("json")) {
+    std::cout << r.dump() << "\n";
+    return 0;
+  }
+  std::printf("%-12s %5s %-5s %7s %7s %5s %10s %10s %10s %10s\n", "matrix", "layer", "type", "rows", "cols", "n_tok",
+              "f32 ms", "f32 GB/s", "q8 ms", "q8 GB/s");
+  for (const auto& row : r["matmul"])
+    std::printf("%-12s %5lld %-5s %7lld %7lld %5lld %10.3f %10.1f %10s %10s\n", row["kind"].get<std::string>().c_str(),
+                static_cast<long long>(row["layer"].get<int64_t>()), row["type"].get<std::string>().c_str(),
+                static_cast<long long>(row["rows"].get<int64_t>()), static_cast<long long>(row["cols"].get<int64_t>()),
+                static_cast<long long>(row["n_tok"].get<int64_t>()), row["f32"]["ms"].get<double>(),
+                row["f32"]["weight_gb_per_s"].get<double>(),
+                row["q8_applies"].get<bool>() ? fmt::format("{:.3f}", row["q8"]["ms"].get<double>()).c_str() : "(f32)",
+                row["q8_applies"].get<bool>() ? fmt::format("{:.1f}", row["q8"]["weight_gb_per_s"].get<double>()).c_str()
+                                              : "");
+  std::printf("\n%-8s %12s %12s %22s\n", "keys", "f32 KV us", "f16 KV us", "f16 KV ms/token (all layers)");
+  for (const auto& row : r["attention"])
+    std::printf("%-8lld %12.1f %12.1f %22.2f\n", static_cast<long long>(row["context"].get<int64_t>()),
+                row["f32_kv"]["us"].get<double>(), row["f16_kv"]["us"].get<double>(),
+                row["f16_kv"]["ms_per_token_all_layers"].get<double>());
   return 0;
 }
 
@@ -360,6 +393,15 @@ std::vector<Command> commands() {
                     {"repeats", true, "best of N", "1"},
                     {"json", false, "print one JSON object", ""}}),
        cmd_bench},
+      {"bench-kernels",
+       "fkv-model bench-kernels --model PATH [--n-tok 1,16] [--contexts 1024] [--threads 2] [--repeats 1] [--json]",
+       "time the model's matrix products (fp32 and int8 activations) and the decode attention kernel",
+       with_common({{"n-tok", true, "activation rows per product", "1,16"},
+                    {"contexts", true, "keys per KV head for the attention kernel", "1024"},
+                    {"repeats", true, "best of N", "1"},
+                    {"min-seconds", true, "each timing loops the call at least this long", "0.3"},
+                    {"json", false, "print one JSON object", ""}}),
+       cmd_bench_kernels},
   };
 }
 

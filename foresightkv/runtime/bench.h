@@ -25,6 +25,21 @@ struct BenchOptions {
 /// peak_rss_bytes, ...}], "model", "dtype_path", "threads", ...}.
 json run_bench(const model::Transformer& m, const BenchOptions& opt);
 
+struct KernelBenchOptions {
+  std::vector<int64_t> n_tok = {1, 16};       // activation rows per product (1 = single-stream decode)
+  std::vector<int64_t> contexts = {1024};     // keys per KV head for the attention kernel
+  int64_t threads = 2;
+  double min_seconds = 0.3;                   // each timing repeats the call for at least this long
+  int64_t repeats = 1;                        // best of N timings
+};
+
+/// `fkv-model bench-kernels`: the model's distinct weight matrices (kind, type, shape; first layer where
+/// each occurs, and the output head) through ops::matmul (fp32 activations) and ops::matmul_q8 (int8
+/// activations) at each n_tok, and the decode attention kernel on the model's head shape at each context
+/// with fp32 and fp16 KV. Inputs are seeded random; weights are the model's own. Returns {"matmul": [...],
+/// "attention": [...], ...} with milliseconds per call, weight GB/s and GMAC/s.
+json run_kernel_bench(const model::Transformer& m, const KernelBenchOptions& opt);
+
 /// "f32" -> kFloat, "f16" -> kHalf; throws InvalidArgument otherwise.
 at::ScalarType parse_kv_dtype(const std::string& s);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CLI contract tests for fkv-model (info, logits, bench) and its error behaviour on bad input.
+"""CLI contract tests for fkv-model (info, logits, bench, bench-kernels) and its error behaviour on bad input.
 
 Run by ctest: python tests/cli/test_fkv_model.py --bin build/bin/fkv-model
 Prints "N passed, M failed" and exits non-zero on failure.
@@ -79,6 +79,33 @@ def bench_json_contract(bin_, tmp):
         for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
             assert k in x and x[k] > 0, k
     assert j["threads"] == 2 and "dtype_path" in j and "model" in j
+
+
+def bench_kernels_json_contract(bin_, tmp):
+    r = run(bin_, "bench-kernels", "--model", SMOL, "--n-tok", "1,9", "--contexts", "64,100", "--min-seconds", "0.01",
+            "--threads", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    mm = j["matmul"]
+    # SmolLM2 Q4_1: one Q4_1 shape per projection kind plus the Q8_0 head, each at both n_tok
+    kinds = {(x["kind"], x["type"], x["rows"], x["cols"]) for x in mm}
+    assert ("output", "Q8_0", 49152, 576) in kinds, kinds
+    assert ("ffn_down", "Q4_1", 576, 1536) in kinds, kinds
+    assert len(mm) == 2 * len(kinds), (len(mm), len(kinds))
+    for x in mm:
+        assert x["n_tok"] in (1, 9)
+        assert x["q8_applies"] == (x["n_tok"] == 1), x
+        for act in ("f32", "q8"):
+            assert x[act]["ms"] > 0 and x[act]["weight_gb_per_s"] > 0 and x[act]["gmac_per_s"] > 0, x
+    assert [a["context"] for a in j["attention"]] == [64, 100]
+    for a in j["attention"]:
+        assert (a["n_head_q"], a["n_head_kv"], a["head_dim"]) == (9, 3, 64), a
+        assert a["f32_kv"]["us"] > 0 and a["f16_kv"]["us"] > 0
+    assert j["threads"] == 2 and j["kernel"] in ("avx2", "avx512", "portable")
+    r = run(bin_, "bench-kernels", "--model", SMOL, "--n-tok", "1", "--contexts", "32", "--min-seconds", "0.01")
+    assert r.returncode == 0 and "f16 KV us" in r.stdout and "output" in r.stdout, r.stdout + r.stderr
+    expect_failure(bin_, ["bench-kernels", "--model", SMOL, "--n-tok", "0"], "n-tok")
+    expect_failure(bin_, ["bench-kernels", "--model", SMOL, "--contexts", "-5"], "contexts")
 
 
 def expect_failure(bin_, args, must_mention, out=None):
@@ -179,7 +206,7 @@ def generate_json_contract(bin_, tmp):
 def subcommand_dispatch(bin_, tmp):
     r = run(bin_, "--help")
     assert r.returncode == 0, r.stderr
-    for sub in ("info", "logits", "tokenize", "detokenize", "generate", "bench"):
+    for sub in ("info", "logits", "tokenize", "detokenize", "generate", "bench", "bench-kernels"):
         assert f"  {sub}  " in r.stdout, f"--help does not list '{sub}' with its summary: {r.stdout}"
     r = run(bin_)
     assert r.returncode == 2 and "subcommands:" in r.stderr, (r.returncode, r.stderr)
@@ -195,7 +222,7 @@ def subcommand_dispatch(bin_, tmp):
 
 def main():
     return run_all([subcommand_dispatch, info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
-                   bench_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
+                   bench_json_contract, bench_kernels_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
                    generate_json_contract])
 
 
