@@ -7,6 +7,7 @@
 #include "foresightkv/model/transformer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstring>
@@ -209,10 +210,13 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
     rms_norm(xp, L.ffn_norm.data_ptr<float>(), xnp, N, H, eps);
     mm(L.w_gate.view, xnp, N, gp);
     mm(L.w_up.view, xnp, N, upp);
-    for (int64_t i = 0; i < N * F; ++i) {
-      const float g = gp[i];
-      gp[i] = (g / (1.0f + std::exp(-g))) * upp[i];
-    }
+    // SiLU(gate) * up, split over the threads (elementwise: the same values whoever computes them)
+    at::parallel_for(0, N * F, 2048, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float g = gp[i];
+        gp[i] = (g / (1.0f + std::exp(-g))) * upp[i];
+      }
+    });
     mm(L.w_down.view, gp, N, tp);
     x.add_(tmp);
   }

@@ -290,8 +290,10 @@ struct DecQ4_K {
     const uint8_t* s = b + 4;
     int sc, mn;
     io::k_scale_min(s, g, sc, mn);
-    d = half_to_float(b) * float(sc);
-    m = -(half_to_float(b + 2) * float(mn));
+    float dd, dmin;
+    half2_to_float(b, dd, dmin);  // d and dmin are adjacent halves: one conversion
+    d = dd * float(sc);
+    m = -(dmin * float(mn));
     const uint8_t* qs = b + 16 + 32 * (g / 2);
     const int shift = 4 * (g & 1);
     const I mask = Simd::seti(0xF);
