@@ -1,5 +1,5 @@
 // ops::attention_decode_f32 against a naive double-precision reference on random caches: GQA groups
-// 1..4, head dims on and off the AVX-512 path (16, 64, 14), per-head lengths and positions (holes
+// 1..8, head dims on and off the SIMD paths (16, 24, 40, 64, 14), per-head lengths and positions (holes
 // from eviction), queries that see only part of the cache, several tokens and sequences.
 // Tolerance 2e-5 absolute on outputs of magnitude ~1: fp32 accumulation plus the polynomial exp
 // (relative error < 2e-7).
@@ -96,10 +96,15 @@ TEST_CASE("decode attention kernel equals a naive reference", "[unit][model][ops
       run_case(2, 3, Hq, Hkv, D, 37, seed++);
   run_case(1, 1, 9, 3, 64, 1500, 99);  // SmolLM2 shape, long cache (split over key ranges)
   run_case(2, 2, 14, 2, 64, 700, 5);   // Qwen2.5-0.5B shape
+  // AVX2 head blocking: G = 5 and 8 (4 + 1 / 4 + 4 heads per key load, 5 / 6 + 2 per value pass),
+  // D = 40 and 24 (a 16-column value block plus an 8-column tail; a key tail after 16 columns)
+  run_case(1, 2, 10, 2, 40, 90, 21);
+  run_case(2, 1, 16, 2, 24, 60, 22);
 }
 
 TEST_CASE("decode attention kernel with an fp16 KV cache", "[unit][model][ops]") {
   run_case(2, 3, 6, 2, 64, 37, 11, true);
   run_case(1, 1, 9, 3, 64, 1500, 12, true);
   run_case(1, 2, 4, 4, 14, 50, 13, true);  // scalar fallback (D not a multiple of 8)
+  run_case(1, 2, 10, 2, 40, 90, 23, true);
 }
