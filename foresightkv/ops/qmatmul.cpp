@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -345,8 +346,53 @@ inline float plain_tail_dot(GgmlType type, const uint8_t* row, int64_t c0, int64
 template <int A>
 using Acc = std::integral_constant<int, A>;
 
+#if !defined(__AVX512F__)
+// Q6_K, AVX2: a 32-element chunk (two 16-element groups) per step, its levels built in one 256-bit pass and
+// the block's fp16 d read once per chunk pair of scales. Value-identical to decode_rows<DecQ6_K, NT>: the
+// same levels, scales d * int8 scale, per-group products and accumulator order (group 2c into set 0, 2c + 1
+// into set NA - 1).
+template <int NT>
+void decode_rows_q6k(const WeightView& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  constexpr int NA = NT <= 2 ? 2 : 1;
+  const int64_t cols = w.cols, nb = cols / 256;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w.data + size_t(r) * w.row_stride;
+    F acc[NT][NA];
+    for (int t = 0; t < NT; ++t)
+      for (int a = 0; a < NA; ++a) acc[t][a] = Simd::zero();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + b * 210;
+      const float d = half_to_float(blk + 208);
+      for (int c = 0; c < 8; ++c) {
+        const __m256i lv = detail::q6k_levels32(blk, c);
+        const __m128i lo = _mm256_castsi256_si128(lv), hi = _mm256_extracti128_si256(lv, 1);
+        const F q0 = Simd::cvt(_mm256_cvtepi8_epi32(lo)), q1 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
+        const F q2 = Simd::cvt(_mm256_cvtepi8_epi32(hi)), q3 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
+        const F da = Simd::set1(d * float(int8_t(blk[192 + 2 * c]))), db = Simd::set1(d * float(int8_t(blk[192 + 2 * c + 1])));
+        const int64_t c0 = b * 256 + c * 32;
+        for (int t = 0; t < NT; ++t) {
+          const float* xt = x + t * cols + c0;
+          const F pa = Simd::fma(q1, Simd::load(xt + 8), Simd::mul(q0, Simd::load(xt)));
+          acc[t][0] = Simd::fma(pa, da, acc[t][0]);
+          const F pb = Simd::fma(q3, Simd::load(xt + 24), Simd::mul(q2, Simd::load(xt + 16)));
+          acc[t][NA - 1] = Simd::fma(pb, db, acc[t][NA - 1]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      F a = acc[t][0];
+      for (int k = 1; k < NA; ++k) a = Simd::add(a, acc[t][k]);
+      y[t * w.rows + r] = Simd::hsum(a) + 0.f;
+    }
+  }
+}
+#endif
+
 template <class D, int NT>
 void decode_rows(const WeightView& w, const float* x, const float* xs, float* y, int64_t r0, int64_t r1) {
+#if !defined(__AVX512F__)
+  if constexpr (std::is_same_v<D, DecQ6_K>) return decode_rows_q6k<NT>(w, x, y, r0, r1);
+#endif
   constexpr int NV = D::kGroup / W;         // vectors per group
   constexpr int GPB = D::kBlock / D::kGroup;
   constexpr int NA = NT <= 2 ? 2 : 1;        // accumulator sets (hide FMA latency when NT is small)

@@ -57,6 +57,19 @@ inline __m128i q6k_levels16(const uint8_t* b, int s) {
   const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm_set1_epi8(3)), 4);
   return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
 }
+
+/// The 32 signed levels of Q6_K chunk c (0..7) = groups 2c and 2c + 1 (lanes 0..15 and 16..31): the two slices
+/// of quadrant c % 4 of half c / 4, 32 consecutive bytes of ql and of qh each. Same values as
+/// q6k_levels16(b, 2c) and q6k_levels16(b, 2c + 1).
+inline __m256i q6k_levels32(const uint8_t* b, int c) {
+  const int h = c / 4, quad = c % 4;
+  const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (quad & 1)));
+  const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+  const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm256_set1_epi8(0x0F));
+  const __m256i hi =
+      _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm256_set1_epi8(3)), 4);
+  return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+}
 #endif
 
 }  // namespace fkv::ops::detail

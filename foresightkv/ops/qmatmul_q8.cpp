@@ -167,21 +167,13 @@ struct Q4_K {
   static float min(const Prep& p, int g) { return p.m[g]; }
 };
 // Q6_K: chunk c holds the 16-element groups 2c and 2c + 1, the two slices of quadrant c % 4 of half c / 4:
-// 32 consecutive bytes of ql and of qh each (see detail::q6k_levels16, its 16-element form).
+// 32 consecutive bytes of ql and of qh each (detail::q6k_levels32).
 struct Q6_K {
   static constexpr int kBlock = 256, kBytes = 210;
   static constexpr bool kMin = false, kIntScale = true;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b + 208); }
-  static __m256i levels(const uint8_t* b, int c, const Prep&) {
-    const int h = c / 4, quad = c % 4;
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (quad & 1)));
-    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (quad >> 1))), _mm256_set1_epi8(0x0F));
-    const __m256i hi = _mm256_slli_epi16(
-        _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * quad)), _mm256_set1_epi8(3)), 4);
-    return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
-  }
+  static __m256i levels(const uint8_t* b, int c, const Prep&) { return detail::q6k_levels32(b, c); }
   static float scale(const Prep& p, int) { return p.d; }
   static __m256i iscale(const uint8_t* b, int c) {
     return _mm256_set_m128i(_mm_set1_epi16(int8_t(b[192 + 2 * c + 1])), _mm_set1_epi16(int8_t(b[192 + 2 * c])));
