@@ -221,36 +221,26 @@ inline void dots(const float* q, const uint16_t* k, int64_t D, float* out) {
 }
 constexpr int kDotHeads = 4;  // fp32: 8 accumulators + 2 key vectors
 
-// o[h][d0 + 0..15] += sum over j of p[h * ldp + j] * v[j * D + d0 + 0..15] (j in order, zero weights
-// skipped), for h < HB: the accumulators of 16 output columns of HB heads stay in registers over all keys.
-template <int HB, typename KV>
+// o[h][d0 + 0..8 NV) += sum over j of p[h * ldp + j] * v[j * D + d0 + 0..8 NV) (j in order, zero weights
+// skipped), for h < HB: the accumulators of 8 NV output columns (NV = 1 or 2) of HB heads stay in registers
+// over all keys.
+template <int HB, int NV, typename KV>
 inline void pv_block(const float* p, int64_t ldp, const KV* v, int64_t n, int64_t D, int64_t d0, float* o) {
-  __m256 a0[HB], a1[HB];
-  for (int h = 0; h < HB; ++h) a0[h] = _mm256_loadu_ps(o + h * D + d0), a1[h] = _mm256_loadu_ps(o + h * D + d0 + 8);
+  __m256 acc[HB][NV];
+  for (int h = 0; h < HB; ++h)
+    for (int c = 0; c < NV; ++c) acc[h][c] = _mm256_loadu_ps(o + h * D + d0 + 8 * c);
   for (int64_t j = 0; j < n; ++j) {
-    const __m256 v0 = load8(v + j * D + d0), v1 = load8(v + j * D + d0 + 8);
+    __m256 vv[NV];
+    for (int c = 0; c < NV; ++c) vv[c] = load8(v + j * D + d0 + 8 * c);
     for (int h = 0; h < HB; ++h) {
       const float w = p[h * ldp + j];
       if (w == 0.f) continue;
       const __m256 wv = _mm256_set1_ps(w);
-      a0[h] = _mm256_fmadd_ps(wv, v0, a0[h]);
-      a1[h] = _mm256_fmadd_ps(wv, v1, a1[h]);
+      for (int c = 0; c < NV; ++c) acc[h][c] = _mm256_fmadd_ps(wv, vv[c], acc[h][c]);
     }
   }
-  for (int h = 0; h < HB; ++h) _mm256_storeu_ps(o + h * D + d0, a0[h]), _mm256_storeu_ps(o + h * D + d0 + 8, a1[h]);
-}
-template <int HB, typename KV>
-inline void pv_block8(const float* p, int64_t ldp, const KV* v, int64_t n, int64_t D, int64_t d0, float* o) {
-  __m256 a0[HB];
-  for (int h = 0; h < HB; ++h) a0[h] = _mm256_loadu_ps(o + h * D + d0);
-  for (int64_t j = 0; j < n; ++j) {
-    const __m256 v0 = load8(v + j * D + d0);
-    for (int h = 0; h < HB; ++h) {
-      const float w = p[h * ldp + j];
-      if (w != 0.f) a0[h] = _mm256_fmadd_ps(_mm256_set1_ps(w), v0, a0[h]);
-    }
-  }
-  for (int h = 0; h < HB; ++h) _mm256_storeu_ps(o + h * D + d0, a0[h]);
+  for (int h = 0; h < HB; ++h)
+    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + h * D + d0 + 8 * c, acc[h][c]);
 }
 constexpr int kPvHeads = 6;  // 12 accumulators + 2 value vectors + 1 weight
 
@@ -269,8 +259,8 @@ void dots_heads(const float* q, const KV* k, int64_t D, int64_t G, float* out) {
 template <int HB, typename KV>
 void pv_heads_n(const float* p, int64_t ldp, const KV* v, int64_t n, int64_t D, float* o) {
   int64_t d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) pv_block<HB>(p, ldp, v, n, D, d0, o);
-  if (d0 < D) pv_block8<HB>(p, ldp, v, n, D, d0, o);
+  for (; d0 + 16 <= D; d0 += 16) pv_block<HB, 2>(p, ldp, v, n, D, d0, o);
+  if (d0 < D) pv_block<HB, 1>(p, ldp, v, n, D, d0, o);
 }
 
 template <typename KV>

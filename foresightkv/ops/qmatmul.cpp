@@ -31,7 +31,6 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/io/k_quants.h"
 #include "foresightkv/ops/qmatmul_internal.h"
 
 namespace fkv::ops {
@@ -288,13 +287,9 @@ struct DecQ4_K {
   static constexpr int kBlock = 256, kBytes = 144, kGroup = 32;
   static constexpr bool kScale = true, kMin = true, kPlain = false;
   static void group(const uint8_t* b, int g, F* q, float& d, float& m) {
-    const uint8_t* s = b + 4;
-    int sc, mn;
-    io::k_scale_min(s, g, sc, mn);
     float dd, dmin;
     half2_to_float(b, dd, dmin);  // d and dmin are adjacent halves: one conversion
-    d = dd * float(sc);
-    m = -(dmin * float(mn));
+    detail::q4k_group_scale(b, g, dd, dmin, d, m);
     const uint8_t* qs = b + 16 + 32 * (g / 2);
     const int shift = 4 * (g & 1);
     const I mask = Simd::seti(0xF);
@@ -308,8 +303,10 @@ struct DecQ4_K {
 struct DecQ6_K {
   static constexpr int kBlock = 256, kBytes = 210, kGroup = 16;
   static constexpr bool kScale = true, kMin = false, kPlain = false;
+  // scale of group s: the block's fp16 d (half_to_float(b + 208)) times its int8 sub-block scale
+  static float scale(const uint8_t* b, float d, int s) { return d * float(int8_t(b[192 + s])); }
   static void group(const uint8_t* b, int s, F* q, float& d, float&) {
-    d = half_to_float(b + 208) * float(int8_t(b[192 + s]));
+    d = scale(b, half_to_float(b + 208), s);
     const __m128i q8 = detail::q6k_levels16(b, s);  // [-32, 31]
     I v[16 / W];
     Simd::expand_i8(q8, v);
@@ -347,29 +344,29 @@ template <int A>
 using Acc = std::integral_constant<int, A>;
 
 #if !defined(__AVX512F__)
-// Q6_K, AVX2: a 32-element chunk (two 16-element groups) per step, its levels built in one 256-bit pass and
-// the block's fp16 d read once per chunk pair of scales. Value-identical to decode_rows<DecQ6_K, NT>: the
-// same levels, scales d * int8 scale, per-group products and accumulator order (group 2c into set 0, 2c + 1
+// Q6_K, AVX2: a 32-element chunk (two 16-element groups) per step, its levels built in one 256-bit pass, the
+// block's fp16 d converted once per block. Value-identical to the generic decode_rows with DecQ6_K: the same
+// levels, scales (DecQ6_K::scale), per-group products and accumulator order (group 2c into set 0, 2c + 1
 // into set NA - 1).
 template <int NT>
 void decode_rows_q6k(const WeightView& w, const float* x, float* y, int64_t r0, int64_t r1) {
   constexpr int NA = NT <= 2 ? 2 : 1;
-  const int64_t cols = w.cols, nb = cols / 256;
+  const int64_t cols = w.cols, nb = cols / DecQ6_K::kBlock;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.data + size_t(r) * w.row_stride;
     F acc[NT][NA];
     for (int t = 0; t < NT; ++t)
       for (int a = 0; a < NA; ++a) acc[t][a] = Simd::zero();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = row + b * 210;
+      const uint8_t* blk = row + b * DecQ6_K::kBytes;
       const float d = half_to_float(blk + 208);
       for (int c = 0; c < 8; ++c) {
         const __m256i lv = detail::q6k_levels32(blk, c);
         const __m128i lo = _mm256_castsi256_si128(lv), hi = _mm256_extracti128_si256(lv, 1);
         const F q0 = Simd::cvt(_mm256_cvtepi8_epi32(lo)), q1 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
         const F q2 = Simd::cvt(_mm256_cvtepi8_epi32(hi)), q3 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
-        const F da = Simd::set1(d * float(int8_t(blk[192 + 2 * c]))), db = Simd::set1(d * float(int8_t(blk[192 + 2 * c + 1])));
-        const int64_t c0 = b * 256 + c * 32;
+        const F da = Simd::set1(DecQ6_K::scale(blk, d, 2 * c)), db = Simd::set1(DecQ6_K::scale(blk, d, 2 * c + 1));
+        const int64_t c0 = b * DecQ6_K::kBlock + c * 32;
         for (int t = 0; t < NT; ++t) {
           const float* xt = x + t * cols + c0;
           const F pa = Simd::fma(q1, Simd::load(xt + 8), Simd::mul(q0, Simd::load(xt)));

@@ -50,6 +50,8 @@ void matmul_rows_portable(const WeightView& w, const float* x, int64_t n_tok, fl
 void matmul_q8(const WeightView& w, const float* x, int64_t n_tok, float* y);
 void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1);
 bool matmul_q8_supported(io::GgmlType t);
+/// Whether matmul_q8 / matmul_rows_q8 take the int8 path for this product (else they are matmul_rows).
+bool matmul_q8_applies(const WeightView& w, int64_t n_tok);
 /// q[c] = round_half_even(x[c] * (1 / dx[b])), dx[b] = max_{c in block b} |x[c]| / 127 (0 for an all-zero
 /// block, whose q are 0); n must be a multiple of 32.
 void quantize_activations_q8(const float* x, int64_t n, int8_t* q, float* dx);

@@ -5,8 +5,9 @@
 // a pair sum is at most 32,512 and fits int16), then scaled by d * dx in fp32:
 //     y[t, r] = sum_chunks  d_chunk * dx_chunk * sum_j level_j * q_j   (+ m_chunk * dx_chunk * sum_j q_j)
 // (Q6_K: its int8 sub-block scale multiplies the integer sums in madd, |4 * 32 * 127 * 128| < 2^24, and
-// d_chunk is the block's fp16 d; K-quant scales are unpacked once per 256-element block), which equals  sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q, up to fp32 summation order (the
-// integer parts are exact). The deviation from the fp32 path is the activation rounding only (at most
+// d_chunk is the block's fp16 d; K-quant scales are unpacked once per 256-element block), which equals
+//     sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q,
+// up to fp32 summation order (the integer parts are exact). The deviation from the fp32 path is the activation rounding only (at most
 // dx / 2 = max|x| / 254 per element); tests/unit/quant/qmatmul_test.cpp checks the identity above, and
 // the model tests report the logit deviation on real models.
 #include <ATen/Parallel.h>
@@ -19,7 +20,6 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/io/k_quants.h"
 #include "foresightkv/ops/qmatmul.h"
 #include "foresightkv/ops/qmatmul_internal.h"
 
@@ -91,7 +91,7 @@ inline __m256i nibbles(const uint8_t* p) {
 // reads what the block's chunks share (fp16 scales, packed sub-block scales) once per block; levels(blk, c,
 // p) returns chunk c's 32 signed levels; scale(p, c) its float scale and min(p, c) its additive min (kMin),
 // so that element = scale * level + min. kIntScale formats (Q6_K) keep a per-16 integer scale that
-// iscale(p, c) returns as int16 lanes (0..7: elements 0..15, 8..15: elements 16..31) for the madd step;
+// iscale(blk, c) returns as int16 lanes (0..7: elements 0..15, 8..15: elements 16..31) for the madd step;
 // their scale(p, c) is the block's fp16 d alone.
 struct Q4_0 {
   static constexpr int kBlock = 32, kBytes = 18;
@@ -152,12 +152,7 @@ struct Q4_K {
   static void prep(const uint8_t* b, Prep& p) {
     float d, dmin;
     half2_to_float(b, d, dmin);
-    for (int g = 0; g < 8; ++g) {
-      int sc, mn;
-      io::k_scale_min(b + 4, g, sc, mn);
-      p.d[g] = d * float(sc);
-      p.m[g] = -(dmin * float(mn));
-    }
+    for (int g = 0; g < 8; ++g) detail::q4k_group_scale(b, g, d, dmin, p.d[g], p.m[g]);
   }
   static __m256i levels(const uint8_t* b, int g, const Prep&) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (g / 2)));
@@ -240,9 +235,18 @@ void run_q8(const WeightView& w, const QuantX& qx, int64_t n_tok, float* y, int6
 }  // namespace
 #endif  // FKV_Q8_SIMD
 
+bool matmul_q8_applies(const WeightView& w, int64_t n_tok) {
+#ifdef FKV_Q8_SIMD
+  return matmul_q8_supported(w.type) && n_tok >= 1 && n_tok <= kMaxTok && w.cols % 32 == 0;
+#else
+  (void)w, (void)n_tok;
+  return false;
+#endif
+}
+
 void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
 #ifdef FKV_Q8_SIMD
-  if (matmul_q8_supported(w.type) && n_tok >= 1 && n_tok <= kMaxTok && w.cols % 32 == 0) {
+  if (matmul_q8_applies(w, n_tok)) {
     detail::check_args(w, x, n_tok, y, r0, r1);
     if (r0 == r1) return;
     const int64_t nc = w.cols / 32;

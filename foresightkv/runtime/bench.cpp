@@ -161,7 +161,7 @@ json run_kernel_bench(const model::Transformer& m, const KernelBenchOptions& opt
         row[act] = {{"ms", s * 1e3}, {"weight_gb_per_s", bytes / s / 1e9},
                     {"gmac_per_s", static_cast<double>(v.rows) * static_cast<double>(v.cols) * static_cast<double>(n) / s / 1e9}};
       }
-      row["q8_applies"] = ops::matmul_q8_supported(v.type) && n <= 8;
+      row["q8_applies"] = ops::matmul_q8_applies(v, n);
       mm.push_back(row);
     }
   }

@@ -103,11 +103,12 @@ int32_t Sampler::argmax(std::span<const float> logits, int64_t n) const {
 
 namespace {
 
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();  // a masked logit
+
 // The k-th largest of the finite (not -inf) logits, or -inf when there are at most k of them. A size-k
 // min-heap in one pass for small k (the usual top-k of 20-50 over a 151k vocabulary), a selection on a
 // copy otherwise.
 float kth_largest(std::span<const float> logits, int64_t n, int64_t k) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   if (k <= 256) {
     std::vector<float> heap;  // min-heap of the k largest seen so far
     heap.reserve(static_cast<size_t>(k));
@@ -140,7 +141,6 @@ float kth_largest(std::span<const float> logits, int64_t n, int64_t k) {
 // monotone image of the float logit, so the k-th largest x and max x are the images of the k-th largest
 // and largest logits, which are found on the floats without building x.
 Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParams& p) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   Candidates cand;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
   float fmax = kNegInf;
