@@ -119,17 +119,19 @@ struct Simd {
   static I u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static I i8(const uint8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static I seti(int v) { return _mm512_set1_epi32(v); }
+  static I iota(int b) {
+    return _mm512_setr_epi32(b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12,
+                             b + 13, b + 14, b + 15);
+  }
   static I and_(I a, I b) { return _mm512_and_si512(a, b); }
+  static I or_(I a, I b) { return _mm512_or_si512(a, b); }
   static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
   static I srl(I a, int n) { return _mm512_srl_epi32(a, _mm_cvtsi32_si128(n)); }
+  static I sll(I a, int n) { return _mm512_sll_epi32(a, _mm_cvtsi32_si128(n)); }
+  static I srlv(I a, I n) { return _mm512_srlv_epi32(a, n); }
   static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
   // 16 signed bytes -> 16 / W vectors of int32.
   static void expand_i8(__m128i v, I* out) { out[0] = _mm512_cvtepi8_epi32(v); }
-  // 32 signed bytes -> 32 / W vectors of int32, in byte order.
-  static void expand32_i8(__m256i v, I* out) {
-    out[0] = _mm512_cvtepi8_epi32(_mm256_castsi256_si128(v));
-    out[1] = _mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1));
-  }
   static F f16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static F bf16(const uint8_t* p) {
     const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -155,17 +157,17 @@ struct Simd {
   static I u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
   static I i8(const uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
   static I seti(int v) { return _mm256_set1_epi32(v); }
+  static I iota(int b) { return _mm256_setr_epi32(b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7); }
   static I and_(I a, I b) { return _mm256_and_si256(a, b); }
+  static I or_(I a, I b) { return _mm256_or_si256(a, b); }
   static I sub(I a, I b) { return _mm256_sub_epi32(a, b); }
   static I srl(I a, int n) { return _mm256_srl_epi32(a, _mm_cvtsi32_si128(n)); }
+  static I sll(I a, int n) { return _mm256_sll_epi32(a, _mm_cvtsi32_si128(n)); }
+  static I srlv(I a, I n) { return _mm256_srlv_epi32(a, n); }
   static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
   static void expand_i8(__m128i v, I* out) {
     out[0] = _mm256_cvtepi8_epi32(v);
     out[1] = _mm256_cvtepi8_epi32(_mm_unpackhi_epi64(v, v));
-  }
-  static void expand32_i8(__m256i v, I* out) {
-    expand_i8(_mm256_castsi256_si128(v), out);
-    expand_i8(_mm256_extracti128_si256(v, 1), out + 2);
   }
   static F f16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static F bf16(const uint8_t* p) {
@@ -238,15 +240,19 @@ struct DecQ4_1 {
   }
 };
 
-// Q5_0 / Q5_1: the 32 levels (the fifth bit of element j is bit j of the u32 qh) are assembled as bytes
-// (detail::q5_*_levels32, shared with the int8-activation kernels), then widened: fewer operations than
-// assembling them on int32 lanes (llvm-mca, znver3: 11.4 vs 12.4 cycles per Q5_0 block dequantized and stored).
-// Not used for Q4_0 / Q4_1, whose int32-lane form is the cheaper one (7.4 vs 9.6 cycles).
-template <__m256i (*kLevels)(const uint8_t*)>
-inline void levels32(const uint8_t* b, F* q) {
-  I v[32 / W];
-  Simd::expand32_i8(kLevels(b), v);
-  for (int k = 0; k < 32 / W; ++k) q[k] = Simd::cvt(v[k]);
+// Q5_0 / Q5_1: the 5th bit of element j is bit j of the little-endian u32 qh.
+template <int kQhOffset, int kQsOffset>
+inline void q5_levels(const uint8_t* b, F* q, int bias) {
+  uint32_t qh;
+  std::memcpy(&qh, b + kQhOffset, 4);
+  const I qhv = Simd::seti(int(qh)), mask = Simd::seti(0xF), one = Simd::seti(1), off = Simd::seti(bias);
+  for (int k = 0; k < 16 / W; ++k) {
+    const I v = Simd::u8(b + kQsOffset + k * W);
+    const I hlo = Simd::sll(Simd::and_(Simd::srlv(qhv, Simd::iota(k * W)), one), 4);
+    const I hhi = Simd::sll(Simd::and_(Simd::srlv(qhv, Simd::iota(16 + k * W)), one), 4);
+    q[k] = Simd::cvt(Simd::sub(Simd::or_(Simd::and_(v, mask), hlo), off));
+    q[k + 16 / W] = Simd::cvt(Simd::sub(Simd::or_(Simd::srl(v, 4), hhi), off));
+  }
 }
 
 struct DecQ5_0 {
@@ -254,7 +260,7 @@ struct DecQ5_0 {
   static constexpr bool kScale = true, kMin = false, kPlain = false;
   static void group(const uint8_t* b, int, F* q, float& d, float&) {
     d = half_to_float(b);
-    levels32<detail::q5_0_levels32>(b, q);
+    q5_levels<2, 6>(b, q, 16);
   }
 };
 
@@ -263,7 +269,7 @@ struct DecQ5_1 {
   static constexpr bool kScale = true, kMin = true, kPlain = false;
   static void group(const uint8_t* b, int, F* q, float& d, float& m) {
     half2_to_float(b, d, m);
-    levels32<detail::q5_1_levels32>(b, q);
+    q5_levels<4, 8>(b, q, 0);
   }
 };
 
@@ -547,11 +553,6 @@ constexpr auto make_micro_table(std::index_sequence<N...>) {
 }
 constexpr auto kMicro = make_micro_table(std::make_index_sequence<Simd::kMR * Simd::kMT>{});
 
-// Tokens for the next micro-kernel call when `left` remain: kMT, except that kMT + 1 splits into two
-// near-halves (16 = 3+3+3+3+2+2 on AVX2): a one-token block has only MR accumulators, too few to hide the
-// FMA latency. Every output is the same whatever the blocking (its own FMA chain over k).
-int64_t token_block(int64_t left) { return left == Simd::kMT + 1 ? (left + 1) / 2 : std::min<int64_t>(Simd::kMT, left); }
-
 // Rows per dequantized tile.
 constexpr int64_t kTileRows = 8 * Simd::kMR;
 
@@ -579,8 +580,8 @@ void prefill(const WeightView& w, const float* x, int64_t n_tok, float* y, int64
       dequant_tile<D>(w, tr0, nr, tile.data());
       for (int64_t k0 = 0; k0 < cols; k0 += kc) {
         const int64_t kn = std::min(kc, cols - k0);
-        for (int64_t t0 = 0, mt = 0; t0 < n_tok; t0 += mt) {
-          mt = token_block(n_tok - t0);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += Simd::kMT) {
+          const int64_t mt = std::min<int64_t>(Simd::kMT, n_tok - t0);
           for (int64_t i0 = 0; i0 < nr; i0 += Simd::kMR) {
             const int64_t mr = std::min<int64_t>(Simd::kMR, nr - i0);
             kMicro[size_t((mr - 1) * Simd::kMT + (mt - 1))](tile.data() + i0 * cols + k0, cols, x + t0 * cols + k0, cols,

@@ -1,6 +1,6 @@
 // Pieces shared by the two quantized-product files (ops/qmatmul.cpp: fp32 activations; ops/qmatmul_q8.cpp:
-// int8 activations): argument validation, the fp16 scale readers, the Q4_K group scales and the byte-level
-// assembly of Q4_0/Q4_1/Q5_0/Q5_1/Q6_K levels. Not part of the ops API; include only from ops/*.cpp.
+// int8 activations): argument validation, the fp16 scale readers, the Q4_K group scales and the Q6_K level
+// assembly. Not part of the ops API; include only from ops/*.cpp.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -52,40 +52,6 @@ inline float hsum256(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-
-/// 32 bits at p -> 32 bytes: 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
-inline __m256i bytes_from_bits(const uint8_t* p) {
-  uint32_t x;
-  std::memcpy(&x, p, 4);
-  const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
-                                          0x0303030303030303);
-  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x)), shuf);
-  const __m256i mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-  v = _mm256_or_si256(v, mask);
-  return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
-}
-
-/// 16 bytes of nibbles at p -> 32 bytes: byte j = low nibble of byte j, byte j + 16 = its high nibble
-/// (the element order of Q4_0/Q4_1/Q5_0/Q5_1 blocks).
-inline __m256i nibbles(const uint8_t* p) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-}
-
-/// The 32 levels of a 32-element block as bytes, element order (element = d * level [+ m]):
-/// Q4_0 (fp16 d, qs[16]): nibble - 8.  Q4_1 (d, m, qs[16]): nibble.
-/// Q5_0 (d, qh u32, qs[16]): (nibble | fifth bit << 4) - 16.  Q5_1 (d, m, qh, qs[16]): nibble | fifth bit << 4.
-/// The fifth bit of element j is bit j of the little-endian u32 qh.
-inline __m256i q4_0_levels32(const uint8_t* b) { return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8)); }
-inline __m256i q4_1_levels32(const uint8_t* b) { return nibbles(b + 4); }
-inline __m256i q5_0_levels32(const uint8_t* b) {
-  // nibble - 16 where the fifth bit is clear is the byte 0xF0 | nibble (llama.cpp's form)
-  return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(char(0xF0))));
-}
-inline __m256i q5_1_levels32(const uint8_t* b) {
-  return _mm256_or_si256(nibbles(b + 8), _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10)));
 }
 
 /// Q6_K (block of 256 in 210 bytes: ql[128], qh[64], 16 i8 scales, fp16 d): the 16 signed levels

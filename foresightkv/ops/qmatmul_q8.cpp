@@ -68,6 +68,25 @@ constexpr int64_t kMinBytesPerTask = 32 * 1024;
 using detail::half2_to_float;
 using detail::half_to_float;
 
+// 32 bits -> 32 bytes: 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
+inline __m256i bytes_from_bits(const uint8_t* p) {
+  uint32_t x;
+  std::memcpy(&x, p, 4);
+  const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                          0x0303030303030303);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x)), shuf);
+  const __m256i mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  v = _mm256_or_si256(v, mask);
+  return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+// 16 bytes of nibbles -> 32 levels: element j = low nibble of byte j, element j + 16 = its high nibble.
+inline __m256i nibbles(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
 // Each decoder: kBlock elements in kBytes bytes, kChunks = kBlock / 32 chunks of 32 elements. prep(blk, p)
 // reads what the block's chunks share (fp16 scales, packed sub-block scales) once per block; levels(blk, c,
 // p) returns chunk c's 32 signed levels; scale(p, c) its float scale and min(p, c) its additive min (kMin),
@@ -79,7 +98,7 @@ struct Q4_0 {
   static constexpr bool kMin = false, kIntScale = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
-  static __m256i levels(const uint8_t* b, int, const Prep&) { return detail::q4_0_levels32(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) { return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8)); }
   static float scale(const Prep& p, int) { return p.d; }
 };
 struct Q4_1 {
@@ -87,7 +106,7 @@ struct Q4_1 {
   static constexpr bool kMin = true, kIntScale = false;
   struct Prep { float d, m; };
   static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
-  static __m256i levels(const uint8_t* b, int, const Prep&) { return detail::q4_1_levels32(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) { return nibbles(b + 4); }
   static float scale(const Prep& p, int) { return p.d; }
   static float min(const Prep& p, int) { return p.m; }
 };
@@ -96,7 +115,10 @@ struct Q5_0 {
   static constexpr bool kMin = false, kIntScale = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
-  static __m256i levels(const uint8_t* b, int, const Prep&) { return detail::q5_0_levels32(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) {
+    // nibble - 16 where the fifth bit is clear is the byte 0xF0 | nibble (llama.cpp's form)
+    return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8(char(0xF0))));
+  }
   static float scale(const Prep& p, int) { return p.d; }
 };
 struct Q5_1 {
@@ -104,7 +126,10 @@ struct Q5_1 {
   static constexpr bool kMin = true, kIntScale = false;
   struct Prep { float d, m; };
   static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
-  static __m256i levels(const uint8_t* b, int, const Prep&) { return detail::q5_1_levels32(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) {
+    const __m256i hb = _mm256_and_si256(bytes_from_bits(b + 4), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nibbles(b + 8), hb);
+  }
   static float scale(const Prep& p, int) { return p.d; }
   static float min(const Prep& p, int) { return p.m; }
 };
