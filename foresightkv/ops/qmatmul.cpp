@@ -507,9 +507,28 @@ inline __m128 hsum4(F a0, F a1, F a2, F a3) {
   return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
+// Reduction of micro_kernel's accumulators acc[i][j] (8 or 16 lanes each, columns [0, k)) plus the tail
+// columns [k, kn) into y[j * ldy + i]: lanes summed by hsum4, the tail added one product at a time,
+// then y (+)= the sum. Out of line: only kernels with fewer than four rows or a column tail need it.
+template <int MR, int MT>
+[[gnu::noinline]] void micro_tail(const F (&acc)[MR][MT], const float* wt, int64_t ldw, const float* x, int64_t ldx,
+                                  int64_t k, int64_t kn, float* y, int64_t ldy, bool accumulate) {
+  for (int j = 0; j < MT; ++j) {
+    F a[4];
+    for (int i = 0; i < 4; ++i) a[i] = i < MR ? acc[i][j] : Simd::zero();
+    alignas(16) float s[4];
+    _mm_store_ps(s, hsum4(a[0], a[1], a[2], a[3]));
+    for (int i = 0; i < MR; ++i) {
+      for (int64_t kk = k; kk < kn; ++kk) s[i] += wt[i * ldw + kk] * x[j * ldx + kk];
+      float& out = y[j * ldy + i];
+      out = accumulate ? out + s[i] : s[i];
+    }
+  }
+}
+
 // y[j * ldy + i] (+)= sum_{k < kn} wt[i * ldw + k] * x[j * ldx + k] for i < MR, j < MT (MR <= 4).
 // Dot-product form: no transposed copy of the tile is needed, and four rows of one token reduce
-// together into one 4-float store.
+// together into one 4-float update.
 template <int MR, int MT>
 void micro_kernel(const float* wt, int64_t ldw, const float* x, int64_t ldx, int64_t kn, float* y, int64_t ldy,
                   bool accumulate) {
@@ -532,17 +551,18 @@ void micro_kernel(const float* wt, int64_t ldw, const float* x, int64_t ldx, int
       for (int j = 0; j < MT; ++j) acc[i][j] = Simd::fma(wv, xv[j], acc[i][j]);
     }
   }
-  for (int j = 0; j < MT; ++j) {
-    F a[4];
-    for (int i = 0; i < 4; ++i) a[i] = i < MR ? acc[i][j] : Simd::zero();
-    alignas(16) float s[4];
-    _mm_store_ps(s, hsum4(a[0], a[1], a[2], a[3]));
-    for (int i = 0; i < MR; ++i) {
-      for (int64_t kk = k; kk < kn; ++kk) s[i] += wt[i * ldw + kk] * x[j * ldx + kk];
-      float& out = y[j * ldy + i];
-      out = accumulate ? out + s[i] : s[i];
+  if constexpr (MR == 4) {
+    if (k == kn) {  // no tail columns: the sums and the update stay in registers (same lane-wise adds)
+      for (int j = 0; j < MT; ++j) {
+        __m128 s = hsum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+        float* out = y + j * ldy;
+        if (accumulate) s = _mm_add_ps(_mm_loadu_ps(out), s);
+        _mm_storeu_ps(out, s);
+      }
+      return;
     }
   }
+  micro_tail<MR, MT>(acc, wt, ldw, x, ldx, k, kn, y, ldy, accumulate);
 }
 
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool);
