@@ -7,9 +7,9 @@
 // (Q6_K: its int8 sub-block scale multiplies the integer sums in madd, |4 * 32 * 127 * 128| < 2^24, and
 // d_chunk is the block's fp16 d; K-quant scales are unpacked once per 256-element block), which equals
 //     sum_c deq(W)[r, c] * xq[t, c]  with xq = dx * q,
-// up to fp32 summation order (the integer parts are exact). The deviation from the fp32 path is the activation rounding only (at most
-// dx / 2 = max|x| / 254 per element); tests/unit/quant/qmatmul_test.cpp checks the identity above, and
-// the model tests report the logit deviation on real models.
+// up to fp32 summation order (the integer parts are exact). The deviation from the fp32 path is the
+// activation rounding only (at most dx / 2 = max|x| / 254 per element); tests/unit/quant/qmatmul_test.cpp
+// checks the identity above, and the model tests report the logit deviation on real models.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
