@@ -157,19 +157,24 @@ step_qwen_greedy() {
 step_qwen_sampled() {
   # In blocks of FKV_QWEN_SAMPLED_BLOCK problems (20): every run covers the first 20, then the first 40, ...,
   # so an interrupted grid is still a paired grid over the problems done (each run resumes in place).
+  # The full-cache run uses all $T threads; the ten policy runs then go to FKV_QWEN_LANES ($T) single-thread
+  # processes, which keep the cores busier than one multi-thread process (no fork/join waits, no core idling
+  # while the sampler runs). Their tokens equal a $T-thread run's: the matrix kernels split output rows, and
+  # attention splits a KV head's keys over threads only past 512 cached keys with fewer work items than
+  # 2 x threads, which a cache of B <= 128 never reaches (test "generation does not depend on the thread count").
   local lim="${FKV_QWEN_SAMPLED_LIMIT:-300}" blk="${FKV_QWEN_SAMPLED_BLOCK:-20}" full="$OUT/qwen_gsm8k_sampled_full.jsonl"
-  local n=0
+  local lanes="${FKV_QWEN_LANES:-$T}" n=0
   while [ "$n" -lt "$lim" ]; do
     n=$(( n + blk < lim ? n + blk : lim ))
-    local common=(--config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$n"
-                  --batch "$QB" --threads "$T" --log-level warn)
-    "$BIN/fkv-eval" generate "${common[@]}" --output "$full" > /dev/null
+    "$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$n" \
+      --batch "$QB" --threads "$T" --log-level warn --output "$full" > /dev/null
+    # one (policy, budget) pair per line; xargs hands them to the lanes as they free up
     for b in ${FKV_QWEN_BUDGETS:-128 64}; do
-      for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do
-        "$BIN/fkv-eval" generate "${common[@]}" --policy $p --budget $b --window 16 \
-          --output "$OUT/qwen_gsm8k_sampled_${p}_b$b.jsonl" --paired-with "$full" > /dev/null
-      done
-    done
+      for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do printf '%s %s\n' "$p" "$b"; done
+    done | BIN="$BIN" DATA="$DATA" OUT="$OUT" Q="$Q" QB="$QB" N="$n" FULL="$full" xargs -L1 -P "$lanes" bash -c \
+      '"$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_sampled.json --model "$Q" --data-dir "$DATA" \
+         --limit "$N" --batch "$QB" --threads 1 --log-level warn --policy "$0" --budget "$1" --window 16 \
+         --output "$OUT/qwen_gsm8k_sampled_$0_b$1.jsonl" --paired-with "$FULL" > /dev/null'
   done
 }
 

@@ -293,21 +293,28 @@ TEST_CASE("qmatmul: row ranges write only their rows and agree bitwise with the 
   }
 }
 
+// Threads split output rows (decode) or 32-row tiles (prefill), never a dot product, so every output value
+// is computed by the same instructions whatever the thread count: bitwise equal, in both regimes (n_tok <= 8:
+// the decode kernels, fp32 and int8 activations; n_tok > 8: the tiled prefill kernel, incl. token tails).
 TEST_CASE("qmatmul: results do not depend on the thread count", "[unit][quant][qmatmul]") {
   std::mt19937 rng(9);
   const int saved = at::get_num_threads();
-  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6_K}) {
+  for (GgmlType t : kSimdTypes) {
     const int64_t cols = io::type_traits(t).block_size == 256 ? 768 : 576;
     const Matrix m = random_matrix(t, 301, cols, rng);
-    for (int64_t n_tok : {1, 4, 33}) {
+    for (int64_t n_tok : {1, 4, 8, 9, 16, 33}) {
       INFO(io::type_name(t) << " n_tok " << n_tok);
       const std::vector<float> x = random_x(n_tok, cols, rng);
-      std::vector<float> y1(size_t(n_tok * m.rows)), y2(y1.size());
-      at::set_num_threads(1);
-      ops::matmul(m.view(), x.data(), n_tok, y1.data());
-      at::set_num_threads(2);
-      ops::matmul(m.view(), x.data(), n_tok, y2.data());
-      CHECK(std::memcmp(y1.data(), y2.data(), 4 * y1.size()) == 0);
+      for (bool q8 : {false, true}) {
+        if (q8 && !ops::matmul_q8_supported(t)) continue;
+        INFO("int8 activations " << q8);
+        std::vector<float> y1(size_t(n_tok * m.rows)), y2(y1.size());
+        at::set_num_threads(1);
+        (q8 ? ops::matmul_q8 : ops::matmul)(m.view(), x.data(), n_tok, y1.data());
+        at::set_num_threads(2);
+        (q8 ? ops::matmul_q8 : ops::matmul)(m.view(), x.data(), n_tok, y2.data());
+        CHECK(std::memcmp(y1.data(), y2.data(), 4 * y1.size()) == 0);
+      }
     }
   }
   at::set_num_threads(saved);
