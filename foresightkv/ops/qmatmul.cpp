@@ -312,7 +312,26 @@ struct DecQ6_K {
     Simd::expand_i8(q8, v);
     for (int k = 0; k < 16 / W; ++k) q[k] = Simd::cvt(v[k]);
   }
+#if !defined(__AVX512F__)
+  // Groups 2c and 2c + 1 at once: their 32 levels come out of one 256-bit pass (detail::q6k_levels32), which
+  // the decode loop prefers over two group() calls (has_pair). Same levels and scales as group().
+  static void pair(const uint8_t* b, int c, F* qa, F* qb, float& da, float& db) {
+    const float d = half_to_float(b + 208);
+    da = scale(b, d, 2 * c);
+    db = scale(b, d, 2 * c + 1);
+    const __m256i lv = detail::q6k_levels32(b, c);
+    const __m128i lo = _mm256_castsi256_si128(lv), hi = _mm256_extracti128_si256(lv, 1);
+    qa[0] = Simd::cvt(_mm256_cvtepi8_epi32(lo));
+    qa[1] = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    qb[0] = Simd::cvt(_mm256_cvtepi8_epi32(hi));
+    qb[1] = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
+  }
+#endif
 };
+
+// A decoder whose pair(b, c, qa, qb, da, db) produces groups 2c and 2c + 1 together.
+template <class D>
+constexpr bool has_pair = requires(const uint8_t* b, F* q, float& d) { D::pair(b, 0, q, q, d, d); };
 
 // ---- decode: stream rows, n_tok <= kDecodeMaxTok ------------------------------------------------
 
@@ -343,53 +362,8 @@ inline float plain_tail_dot(GgmlType type, const uint8_t* row, int64_t c0, int64
 template <int A>
 using Acc = std::integral_constant<int, A>;
 
-#if !defined(__AVX512F__)
-// Q6_K, AVX2: a 32-element chunk (two 16-element groups) per step, its levels built in one 256-bit pass, the
-// block's fp16 d converted once per block. Value-identical to the generic decode_rows with DecQ6_K: the same
-// levels, scales (DecQ6_K::scale), per-group products and accumulator order (group 2c into set 0, 2c + 1
-// into set NA - 1).
-template <int NT>
-void decode_rows_q6k(const WeightView& w, const float* x, float* y, int64_t r0, int64_t r1) {
-  constexpr int NA = NT <= 2 ? 2 : 1;
-  const int64_t cols = w.cols, nb = cols / DecQ6_K::kBlock;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = w.data + size_t(r) * w.row_stride;
-    F acc[NT][NA];
-    for (int t = 0; t < NT; ++t)
-      for (int a = 0; a < NA; ++a) acc[t][a] = Simd::zero();
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = row + b * DecQ6_K::kBytes;
-      const float d = half_to_float(blk + 208);
-      for (int c = 0; c < 8; ++c) {
-        const __m256i lv = detail::q6k_levels32(blk, c);
-        const __m128i lo = _mm256_castsi256_si128(lv), hi = _mm256_extracti128_si256(lv, 1);
-        const F q0 = Simd::cvt(_mm256_cvtepi8_epi32(lo)), q1 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
-        const F q2 = Simd::cvt(_mm256_cvtepi8_epi32(hi)), q3 = Simd::cvt(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
-        const F da = Simd::set1(DecQ6_K::scale(blk, d, 2 * c)), db = Simd::set1(DecQ6_K::scale(blk, d, 2 * c + 1));
-        const int64_t c0 = b * DecQ6_K::kBlock + c * 32;
-        for (int t = 0; t < NT; ++t) {
-          const float* xt = x + t * cols + c0;
-          const F pa = Simd::fma(q1, Simd::load(xt + 8), Simd::mul(q0, Simd::load(xt)));
-          acc[t][0] = Simd::fma(pa, da, acc[t][0]);
-          const F pb = Simd::fma(q3, Simd::load(xt + 24), Simd::mul(q2, Simd::load(xt + 16)));
-          acc[t][NA - 1] = Simd::fma(pb, db, acc[t][NA - 1]);
-        }
-      }
-    }
-    for (int t = 0; t < NT; ++t) {
-      F a = acc[t][0];
-      for (int k = 1; k < NA; ++k) a = Simd::add(a, acc[t][k]);
-      y[t * w.rows + r] = Simd::hsum(a) + 0.f;
-    }
-  }
-}
-#endif
-
 template <class D, int NT>
 void decode_rows(const WeightView& w, const float* x, const float* xs, float* y, int64_t r0, int64_t r1) {
-#if !defined(__AVX512F__)
-  if constexpr (std::is_same_v<D, DecQ6_K>) return decode_rows_q6k<NT>(w, x, y, r0, r1);
-#endif
   constexpr int NV = D::kGroup / W;         // vectors per group
   constexpr int GPB = D::kBlock / D::kGroup;
   constexpr int NA = NT <= 2 ? 2 : 1;        // accumulator sets (hide FMA latency when NT is small)
@@ -403,13 +377,10 @@ void decode_rows(const WeightView& w, const float* x, const float* xs, float* y,
         acc[t][a] = Simd::zero();
         macc[t][a] = 0.f;
       }
-    // One group against all NT activation rows, into accumulator set A (a compile-time index, so
-    // the accumulators stay in registers).
-    auto step = [&](int64_t gi, auto acc_tag) {
+    // Decoded group gi (levels q, scale d, min m) against all NT activation rows, into accumulator set A
+    // (a compile-time index, so the accumulators stay in registers).
+    auto product = [&](int64_t gi, const F* q, float d, float m, auto acc_tag) {
       constexpr int A = decltype(acc_tag)::value;
-      F q[NV];
-      float d = 1.f, m = 0.f;
-      D::group(row + (gi / GPB) * D::kBytes, int(gi % GPB), q, d, m);
       const int64_t c0 = gi * D::kGroup;
       for (int t = 0; t < NT; ++t) {
         const float* xt = x + t * cols + c0;
@@ -423,12 +394,32 @@ void decode_rows(const WeightView& w, const float* x, const float* xs, float* y,
         if constexpr (D::kMin) macc[t][A] += m * xs[t * ng32 + c0 / 32];
       }
     };
+    auto step = [&](int64_t gi, auto acc_tag) {
+      F q[NV];
+      float d = 1.f, m = 0.f;
+      D::group(row + (gi / GPB) * D::kBytes, int(gi % GPB), q, d, m);
+      product(gi, q, d, m, acc_tag);
+    };
+    // Groups go alternately to sets 0 and NA - 1 (the same set when NA = 1).
     int64_t gi = 0;
-    if constexpr (NA == 2)
+    if constexpr (has_pair<D>) {
+      static_assert(GPB % 2 == 0 && !D::kMin);
+      for (; gi < ng; gi += GPB) {
+        const uint8_t* blk = row + (gi / GPB) * D::kBytes;
+        for (int c = 0; c < GPB / 2; ++c) {
+          F qa[NV], qb[NV];
+          float da, db;
+          D::pair(blk, c, qa, qb, da, db);
+          product(gi + 2 * c, qa, da, 0.f, Acc<0>{});
+          product(gi + 2 * c + 1, qb, db, 0.f, Acc<NA - 1>{});
+        }
+      }
+    } else if constexpr (NA == 2) {
       for (; gi + 2 <= ng; gi += 2) {
         step(gi, Acc<0>{});
         step(gi + 1, Acc<NA - 1>{});
       }
+    }
     for (; gi < ng; ++gi) step(gi, Acc<0>{});
     for (int t = 0; t < NT; ++t) {
       F a = acc[t][0];
