@@ -1,7 +1,9 @@
 // Sampler: HF-order logit filtering and counter-based (Philox4x32-10) sampling (see sampler.h).
 // Every cut (top-k, top-p, min-p) keeps a prefix of the candidates ordered by (probability desc, id asc), so
-// the candidates are sorted lazily: only as far as the cuts and the sampled position need, which keeps a
-// top-k=20 draw over a 151k vocabulary at one pass over the logits.
+// the candidates are sorted lazily: only as far as the cuts and the sampled position need. The scans over the
+// logits (validity, max, k-th largest, candidate filter) go block by block: a branch-free test the compiler
+// vectorizes ("does this block hold a value that matters?") skips almost every block, and the few that pass
+// run the plain per-element code, so the results are those of the plain loops.
 #include "foresightkv/runtime/sampler.h"
 
 #include <algorithm>
@@ -13,6 +15,27 @@
 
 namespace fkv::runtime {
 namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();  // a masked logit
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr int64_t kScanBlock = 64;  // logits per block in the skipping scans
+
+// Branch-free or-reductions over x[0, m) (vectorized by the compiler; no early exit on purpose).
+inline bool any_nan_or_pos_inf(const float* x, int64_t m) {
+  int bad = 0;
+  for (int64_t j = 0; j < m; ++j) bad |= int(x[j] != x[j]) | int(x[j] == kPosInf);
+  return bad != 0;
+}
+inline bool any_above(const float* x, int64_t m, float t) {
+  int hit = 0;
+  for (int64_t j = 0; j < m; ++j) hit |= int(x[j] > t);
+  return hit != 0;
+}
+inline bool any_at_least(const float* x, int64_t m, float t) {
+  int hit = 0;
+  for (int64_t j = 0; j < m; ++j) hit |= int(x[j] >= t);
+  return hit != 0;
+}
 
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
 constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
@@ -86,7 +109,8 @@ int64_t Sampler::valid_count(std::span<const float> logits) const {
   FKV_CHECK_ARG(!logits.empty(), "sampler: empty logits row");
   const int64_t n = static_cast<int64_t>(logits.size());
   const int64_t valid = tokenizer_vocab_size_ >= 0 ? std::min(n, tokenizer_vocab_size_) : n;
-  for (int64_t i = 0; i < n; ++i)
+  if (!any_nan_or_pos_inf(logits.data(), n)) return valid;
+  for (int64_t i = 0; i < n; ++i)  // name the first offender
     FKV_CHECK_ARG(!std::isnan(logits[i]) && logits[i] != std::numeric_limits<float>::infinity(),
                   "sampler: logit {} of token {} is not a number or +inf; the model produced invalid logits", logits[i],
                   i);
@@ -95,15 +119,17 @@ int64_t Sampler::valid_count(std::span<const float> logits) const {
 
 int32_t Sampler::argmax(std::span<const float> logits, int64_t n) const {
   int64_t best = -1;
-  for (int64_t i = 0; i < n; ++i)
-    if (logits[i] != -std::numeric_limits<float>::infinity() && (best < 0 || logits[i] > logits[best])) best = i;
+  for (int64_t b = 0; b < n; b += kScanBlock) {
+    const int64_t e = std::min(n, b + kScanBlock);
+    if (best >= 0 && !any_above(logits.data() + b, e - b, logits[best])) continue;
+    for (int64_t i = b; i < e; ++i)
+      if (logits[i] != kNegInf && (best < 0 || logits[i] > logits[best])) best = i;
+  }
   FKV_CHECK_ARG(best >= 0, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
   return static_cast<int32_t>(best);
 }
 
 namespace {
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();  // a masked logit
 
 // The k-th largest of the finite (not -inf) logits, or -inf when there are at most k of them. A size-k
 // min-heap in one pass for small k (the usual top-k of 20-50 over a 151k vocabulary), a selection on a
@@ -113,16 +139,20 @@ float kth_largest(std::span<const float> logits, int64_t n, int64_t k) {
     std::vector<float> heap;  // min-heap of the k largest seen so far
     heap.reserve(static_cast<size_t>(k));
     const auto greater = std::greater<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = logits[i];
-      if (v == kNegInf) continue;
-      if (static_cast<int64_t>(heap.size()) < k) {
-        heap.push_back(v);
-        std::push_heap(heap.begin(), heap.end(), greater);
-      } else if (v > heap.front()) {
-        std::pop_heap(heap.begin(), heap.end(), greater);
-        heap.back() = v;
-        std::push_heap(heap.begin(), heap.end(), greater);
+    for (int64_t b = 0; b < n; b += kScanBlock) {
+      const int64_t e = std::min(n, b + kScanBlock);
+      if (static_cast<int64_t>(heap.size()) == k && !any_above(logits.data() + b, e - b, heap.front())) continue;
+      for (int64_t i = b; i < e; ++i) {
+        const float v = logits[i];
+        if (v == kNegInf) continue;
+        if (static_cast<int64_t>(heap.size()) < k) {
+          heap.push_back(v);
+          std::push_heap(heap.begin(), heap.end(), greater);
+        } else if (v > heap.front()) {
+          std::pop_heap(heap.begin(), heap.end(), greater);
+          heap.back() = v;
+          std::push_heap(heap.begin(), heap.end(), greater);
+        }
       }
     }
     return static_cast<int64_t>(heap.size()) < k ? kNegInf : heap.front();
@@ -144,22 +174,34 @@ Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParam
   Candidates cand;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
   float fmax = kNegInf;
-  for (int64_t i = 0; i < n; ++i) fmax = std::max(fmax, logits[i]);
+  for (int64_t b = 0; b < n; b += kScanBlock) {
+    const int64_t e = std::min(n, b + kScanBlock);
+    if (!any_above(logits.data() + b, e - b, fmax)) continue;
+    for (int64_t i = b; i < e; ++i) fmax = std::max(fmax, logits[i]);
+  }
   FKV_CHECK_ARG(fmax != kNegInf, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
+  float kth = kNegInf;
   double threshold = -std::numeric_limits<double>::infinity();
   if (p.top_k > 0) {
-    const float kth = kth_largest(logits, n, p.top_k);
+    kth = kth_largest(logits, n, p.top_k);
     if (kth != kNegInf) threshold = static_cast<double>(kth) * inv_t;
   }
   const double mx = static_cast<double>(fmax) * inv_t;
   cand.c.reserve(p.top_k > 0 ? static_cast<size_t>(p.top_k) + 8 : static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    if (logits[i] == kNegInf) continue;
-    const double v = static_cast<double>(logits[i]) * inv_t;
-    if (v < threshold) continue;
-    const double w = std::exp(v - mx);
-    cand.c.push_back({w, static_cast<int32_t>(i)});
-    cand.z += w;
+  for (int64_t b = 0; b < n; b += kScanBlock) {
+    const int64_t e = std::min(n, b + kScanBlock);
+    // float -> double -> * (1 / T) is strictly increasing on floats (distinct floats stay distinct in double,
+    // and the product's rounding cannot merge values that far apart), so a logit below kth maps below the
+    // threshold: a block without a logit >= kth holds no candidate.
+    if (kth != kNegInf && !any_at_least(logits.data() + b, e - b, kth)) continue;
+    for (int64_t i = b; i < e; ++i) {
+      if (logits[i] == kNegInf) continue;
+      const double v = static_cast<double>(logits[i]) * inv_t;
+      if (v < threshold) continue;
+      const double w = std::exp(v - mx);
+      cand.c.push_back({w, static_cast<int32_t>(i)});
+      cand.z += w;
+    }
   }
   return cand;
 }

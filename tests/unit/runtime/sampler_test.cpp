@@ -84,6 +84,16 @@ TEST_CASE("greedy sampling is argmax (first index on ties)", "[unit][text][sampl
   CHECK(greedy.sample(std::vector<float>{1.f, 3.f, 3.f, 2.f}, 0, 0, 0) == 1);
   // Padding ids past the tokenizer are never chosen, even with the largest logit.
   CHECK(Sampler(SamplingParams::greedy(), 3).sample(std::vector<float>{1.f, 2.f, 0.f, 50.f}, 0, 0, 0) == 1);
+  // The scan skips 64-logit blocks without a larger value: ties in later blocks keep the first index, a
+  // larger value in a later block (or in a partial last block) wins, -inf is never chosen.
+  std::vector<float> row(300, -1.f);
+  row[10] = row[200] = 5.f;
+  CHECK(greedy.sample(row, 0, 0, 0) == 10);
+  row[299] = 6.f;
+  CHECK(greedy.sample(row, 0, 0, 0) == 299);
+  std::fill(row.begin(), row.end(), -std::numeric_limits<float>::infinity());
+  row[131] = -1e30f;
+  CHECK(greedy.sample(row, 0, 0, 0) == 131);
 }
 
 TEST_CASE("sampling reproduces with a fixed seed and is independent of batch composition", "[unit][text][sampler]") {
@@ -192,6 +202,14 @@ TEST_CASE("sampler rejects bad parameters and logits", "[unit][text][sampler]") 
   CHECK_THROWS_AS(Sampler({1.f, 0, 1.f, 1.5f}), fkv::InvalidArgument);
   const Sampler s({1.f, 0, 1.f, 0.f});
   CHECK_THROWS_AS(s.sample(std::vector<float>{1.f, std::nanf("")}, 0, 0, 0), fkv::InvalidArgument);
+  // anywhere in the row, including padding ids past the tokenizer and a partial last block
+  for (size_t at : {size_t(0), size_t(64), size_t(999)})
+    for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+      std::vector<float> row(1000, 0.5f);
+      row[at] = bad;
+      CHECK_THROWS_AS(Sampler({1.f, 20, 1.f, 0.f}, 900).sample(row, 0, 0, 0), fkv::InvalidArgument);
+      CHECK_THROWS_AS(Sampler(SamplingParams::greedy(), 900).sample(row, 0, 0, 0), fkv::InvalidArgument);
+    }
   CHECK_THROWS_AS(s.sample(std::vector<float>{}, 0, 0, 0), fkv::InvalidArgument);
   const float ninf = -std::numeric_limits<float>::infinity();
   CHECK_THROWS_AS(s.sample(std::vector<float>{ninf, ninf}, 0, 0, 0), fkv::InvalidArgument);
