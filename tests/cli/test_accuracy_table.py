@@ -44,6 +44,13 @@ def rows_are_exact(tmp):
                         "| 31.0 | 3.00 | 1.2 % |"), lines[2]
     assert lines[3] == ("| h2o | 64 | 16 | 300 x 4 | 0.125 [0.075, 0.175] | 0.115 | -0.125 [-0.200, -0.050] (1200 pairs) "
                         "| 281.2 | 412 | eos 1197, length 3 | 31.0 | 3.00 | 1.2 % |"), lines[3]
+    # --no-speed drops the tok/s column from the header, the rule and every row
+    r = run("--no-speed", f, h)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "tok/s" not in lines[0] and lines[0].count("|") == lines[1].count("|") == lines[3].count("|") == 13, lines
+    assert lines[3] == ("| h2o | 64 | 16 | 300 x 4 | 0.125 [0.075, 0.175] | 0.115 | -0.125 [-0.200, -0.050] (1200 pairs) "
+                        "| 281.2 | 412 | eos 1197, length 3 | 3.00 | 1.2 % |"), lines[3]
 
 
 def bad_inputs_fail(tmp):
