@@ -15,7 +15,8 @@
 #   qwen_greedy    Qwen2.5-Coder-0.5B GSM8K test accuracy, greedy, full cache (first FKV_QWEN_LIMIT problems, 300)
 #   qwen_sampled   the same problems (first FKV_QWEN_SAMPLED_LIMIT, 300), 4 samples (T 0.6, top-p 0.95, top-k 20),
 #                  full and streamingllm/h2o/snapkv/rkv/tova at B = 128, 64 with L = 16, paired against full,
-#                  in blocks of FKV_QWEN_SAMPLED_BLOCK (20) problems (continuous batching, batch FKV_QWEN_BATCH)
+#                  in blocks of FKV_QWEN_SAMPLED_BLOCK (20) problems (continuous batching, batch FKV_QWEN_BATCH;
+#                  policy runs as FKV_QWEN_LANES single-thread processes, default FKV_THREADS)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
 set -euo pipefail
@@ -189,5 +190,5 @@ step_qwen_fidelity() {
     --output "$OUT/fidelity_qwen_gsm8k.json" > /dev/null
 }
 
-[ $# -ge 1 ] || { sed -n 2,20p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,21p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done
