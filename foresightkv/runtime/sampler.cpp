@@ -37,6 +37,17 @@ inline bool any_at_least(const float* x, int64_t m, float t) {
   return hit != 0;
 }
 
+// The skipping scan: for each kScanBlock block [b, e) of [0, n) in order, body(i) for every i in it when
+// visit(b, e) says the block can matter (asked when the block is reached, so it may read state body updates).
+template <class Visit, class Body>
+void scan_blocks(int64_t n, const Visit& visit, const Body& body) {
+  for (int64_t b = 0; b < n; b += kScanBlock) {
+    const int64_t e = std::min(n, b + kScanBlock);
+    if (!visit(b, e)) continue;
+    for (int64_t i = b; i < e; ++i) body(i);
+  }
+}
+
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
 constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
@@ -111,7 +122,7 @@ int64_t Sampler::valid_count(std::span<const float> logits) const {
   const int64_t valid = tokenizer_vocab_size_ >= 0 ? std::min(n, tokenizer_vocab_size_) : n;
   if (!any_nan_or_pos_inf(logits.data(), n)) return valid;
   for (int64_t i = 0; i < n; ++i)  // name the first offender
-    FKV_CHECK_ARG(!std::isnan(logits[i]) && logits[i] != std::numeric_limits<float>::infinity(),
+    FKV_CHECK_ARG(!std::isnan(logits[i]) && logits[i] != kPosInf,
                   "sampler: logit {} of token {} is not a number or +inf; the model produced invalid logits", logits[i],
                   i);
   return valid;
@@ -119,12 +130,11 @@ int64_t Sampler::valid_count(std::span<const float> logits) const {
 
 int32_t Sampler::argmax(std::span<const float> logits, int64_t n) const {
   int64_t best = -1;
-  for (int64_t b = 0; b < n; b += kScanBlock) {
-    const int64_t e = std::min(n, b + kScanBlock);
-    if (best >= 0 && !any_above(logits.data() + b, e - b, logits[best])) continue;
-    for (int64_t i = b; i < e; ++i)
-      if (logits[i] != kNegInf && (best < 0 || logits[i] > logits[best])) best = i;
-  }
+  scan_blocks(
+      n, [&](int64_t b, int64_t e) { return best < 0 || any_above(logits.data() + b, e - b, logits[best]); },
+      [&](int64_t i) {
+        if (logits[i] != kNegInf && (best < 0 || logits[i] > logits[best])) best = i;
+      });
   FKV_CHECK_ARG(best >= 0, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
   return static_cast<int32_t>(best);
 }
@@ -139,22 +149,23 @@ float kth_largest(std::span<const float> logits, int64_t n, int64_t k) {
     std::vector<float> heap;  // min-heap of the k largest seen so far
     heap.reserve(static_cast<size_t>(k));
     const auto greater = std::greater<float>();
-    for (int64_t b = 0; b < n; b += kScanBlock) {
-      const int64_t e = std::min(n, b + kScanBlock);
-      if (static_cast<int64_t>(heap.size()) == k && !any_above(logits.data() + b, e - b, heap.front())) continue;
-      for (int64_t i = b; i < e; ++i) {
-        const float v = logits[i];
-        if (v == kNegInf) continue;
-        if (static_cast<int64_t>(heap.size()) < k) {
-          heap.push_back(v);
-          std::push_heap(heap.begin(), heap.end(), greater);
-        } else if (v > heap.front()) {
-          std::pop_heap(heap.begin(), heap.end(), greater);
-          heap.back() = v;
-          std::push_heap(heap.begin(), heap.end(), greater);
-        }
-      }
-    }
+    scan_blocks(
+        n,
+        [&](int64_t b, int64_t e) {
+          return static_cast<int64_t>(heap.size()) < k || any_above(logits.data() + b, e - b, heap.front());
+        },
+        [&](int64_t i) {
+          const float v = logits[i];
+          if (v == kNegInf) return;
+          if (static_cast<int64_t>(heap.size()) < k) {
+            heap.push_back(v);
+            std::push_heap(heap.begin(), heap.end(), greater);
+          } else if (v > heap.front()) {
+            std::pop_heap(heap.begin(), heap.end(), greater);
+            heap.back() = v;
+            std::push_heap(heap.begin(), heap.end(), greater);
+          }
+        });
     return static_cast<int64_t>(heap.size()) < k ? kNegInf : heap.front();
   }
   std::vector<float> tmp;
@@ -174,11 +185,9 @@ Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParam
   Candidates cand;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
   float fmax = kNegInf;
-  for (int64_t b = 0; b < n; b += kScanBlock) {
-    const int64_t e = std::min(n, b + kScanBlock);
-    if (!any_above(logits.data() + b, e - b, fmax)) continue;
-    for (int64_t i = b; i < e; ++i) fmax = std::max(fmax, logits[i]);
-  }
+  scan_blocks(
+      n, [&](int64_t b, int64_t e) { return any_above(logits.data() + b, e - b, fmax); },
+      [&](int64_t i) { fmax = std::max(fmax, logits[i]); });
   FKV_CHECK_ARG(fmax != kNegInf, "sampler: every logit among the {} valid ids is -inf; nothing can be sampled", n);
   float kth = kNegInf;
   double threshold = -std::numeric_limits<double>::infinity();
@@ -188,21 +197,19 @@ Candidates prepare(std::span<const float> logits, int64_t n, const SamplingParam
   }
   const double mx = static_cast<double>(fmax) * inv_t;
   cand.c.reserve(p.top_k > 0 ? static_cast<size_t>(p.top_k) + 8 : static_cast<size_t>(n));
-  for (int64_t b = 0; b < n; b += kScanBlock) {
-    const int64_t e = std::min(n, b + kScanBlock);
-    // float -> double -> * (1 / T) is strictly increasing on floats (distinct floats stay distinct in double,
-    // and the product's rounding cannot merge values that far apart), so a logit below kth maps below the
-    // threshold: a block without a logit >= kth holds no candidate.
-    if (kth != kNegInf && !any_at_least(logits.data() + b, e - b, kth)) continue;
-    for (int64_t i = b; i < e; ++i) {
-      if (logits[i] == kNegInf) continue;
-      const double v = static_cast<double>(logits[i]) * inv_t;
-      if (v < threshold) continue;
-      const double w = std::exp(v - mx);
-      cand.c.push_back({w, static_cast<int32_t>(i)});
-      cand.z += w;
-    }
-  }
+  // float -> double -> * (1 / T) is strictly increasing on floats (distinct floats stay distinct in double,
+  // and the product's rounding cannot merge values that far apart), so a logit below kth maps below the
+  // threshold: a block without a logit >= kth holds no candidate.
+  scan_blocks(
+      n, [&](int64_t b, int64_t e) { return kth == kNegInf || any_at_least(logits.data() + b, e - b, kth); },
+      [&](int64_t i) {
+        if (logits[i] == kNegInf) return;
+        const double v = static_cast<double>(logits[i]) * inv_t;
+        if (v < threshold) return;
+        const double w = std::exp(v - mx);
+        cand.c.push_back({w, static_cast<int32_t>(i)});
+        cand.z += w;
+      });
   return cand;
 }
 
