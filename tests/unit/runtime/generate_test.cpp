@@ -260,5 +260,4 @@ TEST_CASE("generation does not depend on the thread count", "[unit][runtime][rea
       if (pol != "full") CHECK(std::any_of(one.begin(), one.end(), [](const auto& r) { return r.eviction_events > 0; }));
     }
   }
-  at::set_num_threads(saved);
 }
