@@ -165,17 +165,21 @@ step_qwen_sampled() {
   # 2 x threads, which a cache of B <= 128 never reaches (test "generation does not depend on the thread count").
   local lim="${FKV_QWEN_SAMPLED_LIMIT:-300}" blk="${FKV_QWEN_SAMPLED_BLOCK:-20}" full="$OUT/qwen_gsm8k_sampled_full.jsonl"
   local lanes="${FKV_QWEN_LANES:-$T}" n=0
+  # one run of the grid: qwen_sampled_run LIMIT THREADS [fkv-eval generate arguments...]
+  qwen_sampled_run() {
+    "$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_sampled.json --model "$Q" --data-dir "$DATA" \
+      --limit "$1" --batch "$QB" --threads "$2" --log-level warn "${@:3}" > /dev/null
+  }
+  export -f qwen_sampled_run
+  export BIN DATA OUT Q QB
   while [ "$n" -lt "$lim" ]; do
     n=$(( n + blk < lim ? n + blk : lim ))
-    "$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_sampled.json --model $Q --data-dir "$DATA" --limit "$n" \
-      --batch "$QB" --threads "$T" --log-level warn --output "$full" > /dev/null
+    qwen_sampled_run "$n" "$T" --output "$full"
     # one (policy, budget) pair per line; xargs hands them to the lanes as they free up
     for b in ${FKV_QWEN_BUDGETS:-128 64}; do
       for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do printf '%s %s\n' "$p" "$b"; done
-    done | BIN="$BIN" DATA="$DATA" OUT="$OUT" Q="$Q" QB="$QB" N="$n" FULL="$full" xargs -L1 -P "$lanes" bash -c \
-      '"$BIN/fkv-eval" generate --config configs/eval/gsm8k_qwen_sampled.json --model "$Q" --data-dir "$DATA" \
-         --limit "$N" --batch "$QB" --threads 1 --log-level warn --policy "$0" --budget "$1" --window 16 \
-         --output "$OUT/qwen_gsm8k_sampled_$0_b$1.jsonl" --paired-with "$FULL" > /dev/null'
+    done | N="$n" FULL="$full" xargs -L1 -P "$lanes" bash -c \
+      'qwen_sampled_run "$N" 1 --policy "$0" --budget "$1" --window 16 --output "$OUT/qwen_gsm8k_sampled_$0_b$1.jsonl" --paired-with "$FULL"'
   done
 }
 
