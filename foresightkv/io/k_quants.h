@@ -16,4 +16,13 @@ inline void k_scale_min(const uint8_t* s, int i, int& sc, int& mn) {
   }
 }
 
+/// Signed 6-bit scale (-32..31) of sub-block s (0..15) packed in the 12-byte scales sc[] of a Q3_K block: the low
+/// 4 bits are the low (s < 8) or high (s >= 8) nibble of sc[s % 8], the high 2 bits are bits 2 (s / 4) and
+/// 2 (s / 4) + 1 of sc[8 + s % 4]; the stored 6-bit value is offset by 32.
+inline int q3k_scale(const uint8_t* sc, int s) {
+  const int lo = s < 8 ? (sc[s] & 0xF) : (sc[s - 8] >> 4);
+  const int hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
+  return (lo | hi << 4) - 32;
+}
+
 }  // namespace fkv::io

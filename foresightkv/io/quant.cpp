@@ -174,11 +174,7 @@ void deq_q3_k(const uint8_t* b, float* y) {
   const uint8_t* sc = b + 96;
   const float d = load_f16(b + 108);
   float dl[16];
-  for (int s = 0; s < 16; ++s) {
-    const int lo = s < 8 ? (sc[s] & 0xF) : (sc[s - 8] >> 4);
-    const int hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
-    dl[s] = d * float(int8_t(uint8_t(lo | hi << 4)) - 32);
-  }
+  for (int s = 0; s < 16; ++s) dl[s] = d * float(q3k_scale(sc, s));
   for (int e = 0; e < 256; ++e) {
     const int h = e / 128, k = (e / 32) % 4, l = e % 32;
     const int ql = (qs[32 * h + l] >> (2 * k)) & 3;

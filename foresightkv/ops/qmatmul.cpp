@@ -297,6 +297,61 @@ struct DecQ4_K {
   }
 };
 
+// Q5_K: Q4_K's scales and nibbles (qs at b + 48) plus a fifth bit per element, bit g of qh[l] (qh at b + 16) for
+// element l of group g.
+struct DecQ5_K {
+  static constexpr int kBlock = 256, kBytes = 176, kGroup = 32;
+  static constexpr bool kScale = true, kMin = true, kPlain = false;
+  static void group(const uint8_t* b, int g, F* q, float& d, float& m) {
+    float dd, dmin;
+    half2_to_float(b, dd, dmin);
+    detail::q4k_group_scale(b, g, dd, dmin, d, m);
+    const uint8_t* qs = b + 48 + 32 * (g / 2);
+    const int shift = 4 * (g & 1);
+    const I mask = Simd::seti(0xF), one = Simd::seti(1);
+    for (int k = 0; k < 32 / W; ++k) {
+      const I lo = Simd::and_(Simd::srl(Simd::u8(qs + k * W), shift), mask);
+      const I hi = Simd::sll(Simd::and_(Simd::srl(Simd::u8(b + 16 + k * W), g), one), 4);
+      q[k] = Simd::cvt(Simd::or_(lo, hi));
+    }
+  }
+};
+
+// Q2_K and Q3_K: 16 groups of 16. Group s reads the 2-bit field k = (s % 8) / 2 of bytes [16 (s % 2), +16) of
+// the half h = s / 8 of qs (32 bytes per half).
+// Q2_K {u8 scales[16]; u8 qs[64]; f16 d; f16 dmin}: scale d * (scales[s] & 15), min -dmin * (scales[s] >> 4).
+struct DecQ2_K {
+  static constexpr int kBlock = 256, kBytes = 84, kGroup = 16;
+  static constexpr bool kScale = true, kMin = true, kPlain = false;
+  static void group(const uint8_t* b, int s, F* q, float& d, float& m) {
+    float dd, dmin;
+    half2_to_float(b + 80, dd, dmin);
+    d = dd * float(b[s] & 0xF);
+    m = -(dmin * float(b[s] >> 4));
+    const uint8_t* qs = b + 16 + 32 * (s / 8) + 16 * (s % 2);
+    const int shift = 2 * ((s % 8) / 2);
+    const I three = Simd::seti(3);
+    for (int k = 0; k < 16 / W; ++k) q[k] = Simd::cvt(Simd::and_(Simd::srl(Simd::u8(qs + k * W), shift), three));
+  }
+};
+
+// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}: scale d * io::q3k_scale(scales, s); the level is the
+// 2-bit field minus 4 unless bit 4h + k of hmask[l] is set (l: the element's byte index in the half).
+struct DecQ3_K {
+  static constexpr int kBlock = 256, kBytes = 110, kGroup = 16;
+  static constexpr bool kScale = true, kMin = false, kPlain = false;
+  static void group(const uint8_t* b, int s, F* q, float& d, float&) {
+    d = half_to_float(b + 108) * float(io::q3k_scale(b + 96, s));
+    const int h = s / 8, k = (s % 8) / 2, l0 = 16 * (s % 2);
+    const I three = Simd::seti(3), one = Simd::seti(1), four = Simd::seti(4);
+    for (int v = 0; v < 16 / W; ++v) {
+      const I lo = Simd::and_(Simd::srl(Simd::u8(b + 32 + 32 * h + l0 + v * W), 2 * k), three);
+      const I hb = Simd::and_(Simd::srl(Simd::u8(b + l0 + v * W), 4 * h + k), one);
+      q[v] = Simd::cvt(Simd::sub(Simd::or_(lo, Simd::sll(hb, 2)), four));  // lo + 4 hb - 4
+    }
+  }
+};
+
 // Q6_K: 16 groups of 16, each with an i8 scale. Group s lives in half h = s/8, quadrant k = (s%8)/2
 // (low/high nibbles of ql[0..31]/ql[32..63], 2-bit fields of qh) and 16-element slice s%2. The 6-bit
 // levels are assembled on 16 bytes at once, then widened.
@@ -335,15 +390,18 @@ constexpr bool has_pair = requires(const uint8_t* b, F* q, float& d) { D::pair(b
 
 // ---- decode: stream rows, n_tok <= kDecodeMaxTok ------------------------------------------------
 
-// x-sums per 32-column group, xs[t * n_groups + g]: the m * sum(x) term of formats with a min.
+// x-sums per G-column group (G: the format's kGroup, 32 or 16), xs[t * n_groups + g]: the m * sum(x) term
+// of formats with a min.
+template <int G>
 std::vector<float> group_sums(const float* x, int64_t n_tok, int64_t cols) {
-  const int64_t ng = cols / 32;
+  static_assert(G % W == 0);
+  const int64_t ng = cols / G;
   std::vector<float> xs(size_t(n_tok * ng));
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t g = 0; g < ng; ++g) {
-      const float* p = x + t * cols + g * 32;
+      const float* p = x + t * cols + g * G;
       F a = Simd::load(p);
-      for (int k = 1; k < 32 / W; ++k) a = Simd::add(a, Simd::load(p + k * W));
+      for (int k = 1; k < G / W; ++k) a = Simd::add(a, Simd::load(p + k * W));
       xs[size_t(t * ng + g)] = Simd::hsum(a);
     }
   return xs;
@@ -367,7 +425,7 @@ void decode_rows(const WeightView& w, const float* x, const float* xs, float* y,
   constexpr int NV = D::kGroup / W;         // vectors per group
   constexpr int GPB = D::kBlock / D::kGroup;
   constexpr int NA = NT <= 2 ? 2 : 1;        // accumulator sets (hide FMA latency when NT is small)
-  const int64_t cols = w.cols, ng = cols / D::kBlock * GPB, ng32 = cols / 32;
+  const int64_t cols = w.cols, ng = cols / D::kBlock * GPB;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.data + size_t(r) * w.row_stride;
     F acc[NT][NA];
@@ -391,7 +449,7 @@ void decode_rows(const WeightView& w, const float* x, const float* xs, float* y,
         } else {
           for (int k = 0; k < NV; ++k) acc[t][A] = Simd::fma(q[k], Simd::load(xt + k * W), acc[t][A]);
         }
-        if constexpr (D::kMin) macc[t][A] += m * xs[t * ng32 + c0 / 32];
+        if constexpr (D::kMin) macc[t][A] += m * xs[t * ng + gi];
       }
     };
     auto step = [&](int64_t gi, auto acc_tag) {
@@ -448,7 +506,7 @@ template <class D>
 void decode(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
   static constexpr auto table = make_decode_table<D>(std::make_index_sequence<kDecodeMaxTok>{});
   std::vector<float> xs;
-  if constexpr (D::kMin) xs = group_sums(x, n_tok, w.cols);
+  if constexpr (D::kMin) xs = group_sums<D::kGroup>(x, n_tok, w.cols);
   const auto fn = table[size_t(n_tok - 1)];
   parallel_rows(r0, r1, decode_grain(w), [&](int64_t b, int64_t e) { fn(w, x, xs.data(), y, b, e); });
 }
@@ -623,7 +681,10 @@ bool simd_rows(const WeightView& w, const float* x, int64_t n_tok, float* y, int
     case GgmlType::Q5_0: run<DecQ5_0>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q5_1: run<DecQ5_1>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q8_0: run<DecQ8_0>(w, x, n_tok, y, r0, r1); return true;
+    case GgmlType::Q2_K: run<DecQ2_K>(w, x, n_tok, y, r0, r1); return true;
+    case GgmlType::Q3_K: run<DecQ3_K>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q4_K: run<DecQ4_K>(w, x, n_tok, y, r0, r1); return true;
+    case GgmlType::Q5_K: run<DecQ5_K>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q6_K: run<DecQ6_K>(w, x, n_tok, y, r0, r1); return true;
     default: return false;
   }

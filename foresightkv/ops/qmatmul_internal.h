@@ -1,5 +1,5 @@
 // Pieces shared by the two quantized-product files (ops/qmatmul.cpp: fp32 activations; ops/qmatmul_q8.cpp:
-// int8 activations): argument validation, the fp16 scale readers, the Q4_K group scales and the Q6_K level
+// int8 activations): argument validation, the fp16 scale readers, the Q4_K/Q5_K group scales and the Q6_K level
 // assembly. Not part of the ops API; include only from ops/*.cpp.
 #pragma once
 #include <cstdint>
@@ -37,8 +37,8 @@ inline void half2_to_float(const uint8_t* p, float& a, float& b) {
   b = _mm_cvtss_f32(_mm_movehdup_ps(v));
 }
 
-/// Q4_K group g (0..7) of the block at b: its scale d_g and additive min m_g (element = d_g * level + m_g),
-/// from the block's fp16 d and dmin and the 6-bit scale/min pair packed at b + 4.
+/// Q4_K / Q5_K group g (0..7) of the block at b: its scale d_g and additive min m_g (element = d_g * level + m_g),
+/// from the block's fp16 d and dmin and the 6-bit scale/min pair packed at b + 4 (the same in both formats).
 inline void q4k_group_scale(const uint8_t* b, int g, float d, float dmin, float& dg, float& mg) {
   int sc, mn;
   io::k_scale_min(b + 4, g, sc, mn);

@@ -36,7 +36,7 @@ bool matmul_q8_supported(GgmlType t) {
 #ifdef FKV_Q8_SIMD
   switch (t) {
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
-    case GgmlType::Q4_K: case GgmlType::Q6_K:
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
       return true;
     default:
       return false;
@@ -90,12 +90,14 @@ inline __m256i nibbles(const uint8_t* p) {
 // Each decoder: kBlock elements in kBytes bytes, kChunks = kBlock / 32 chunks of 32 elements. prep(blk, p)
 // reads what the block's chunks share (fp16 scales, packed sub-block scales) once per block; levels(blk, c,
 // p) returns chunk c's 32 signed levels; scale(p, c) its float scale and min(p, c) its additive min (kMin),
-// so that element = scale * level + min. kIntScale formats (Q6_K) keep a per-16 integer scale that
+// so that element = scale * level + min. kIntScale formats (Q2_K, Q3_K, Q6_K) keep a per-16 integer scale that
 // iscale(blk, c) returns as int16 lanes (0..7: elements 0..15, 8..15: elements 16..31) for the madd step;
-// their scale(p, c) is the block's fp16 d alone.
+// their scale(p, c) is the block's fp16 d alone. kMin16 formats (Q2_K) have a min per 16 elements instead of
+// per chunk: min16(p, blk, c, s) is chunk c's min term divided by dx, given the integer sums s[0], s[1] of
+// the quantized activations over its two halves.
 struct Q4_0 {
   static constexpr int kBlock = 32, kBytes = 18;
-  static constexpr bool kMin = false, kIntScale = false;
+  static constexpr bool kMin = false, kIntScale = false, kMin16 = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
   static __m256i levels(const uint8_t* b, int, const Prep&) { return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8)); }
@@ -103,7 +105,7 @@ struct Q4_0 {
 };
 struct Q4_1 {
   static constexpr int kBlock = 32, kBytes = 20;
-  static constexpr bool kMin = true, kIntScale = false;
+  static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
   struct Prep { float d, m; };
   static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
   static __m256i levels(const uint8_t* b, int, const Prep&) { return nibbles(b + 4); }
@@ -112,7 +114,7 @@ struct Q4_1 {
 };
 struct Q5_0 {
   static constexpr int kBlock = 32, kBytes = 22;
-  static constexpr bool kMin = false, kIntScale = false;
+  static constexpr bool kMin = false, kIntScale = false, kMin16 = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
   static __m256i levels(const uint8_t* b, int, const Prep&) {
@@ -123,7 +125,7 @@ struct Q5_0 {
 };
 struct Q5_1 {
   static constexpr int kBlock = 32, kBytes = 24;
-  static constexpr bool kMin = true, kIntScale = false;
+  static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
   struct Prep { float d, m; };
   static void prep(const uint8_t* b, Prep& p) { half2_to_float(b, p.d, p.m); }
   static __m256i levels(const uint8_t* b, int, const Prep&) {
@@ -135,7 +137,7 @@ struct Q5_1 {
 };
 struct Q8_0 {
   static constexpr int kBlock = 32, kBytes = 34;
-  static constexpr bool kMin = false, kIntScale = false;
+  static constexpr bool kMin = false, kIntScale = false, kMin16 = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
   static __m256i levels(const uint8_t* b, int, const Prep&) {
@@ -147,7 +149,7 @@ struct Q8_0 {
 // per block.
 struct Q4_K {
   static constexpr int kBlock = 256, kBytes = 144;
-  static constexpr bool kMin = true, kIntScale = false;
+  static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
   struct Prep { float d[8], m[8]; };
   static void prep(const uint8_t* b, Prep& p) {
     float d, dmin;
@@ -161,11 +163,70 @@ struct Q4_K {
   static float scale(const Prep& p, int g) { return p.d[g]; }
   static float min(const Prep& p, int g) { return p.m[g]; }
 };
+// Q5_K: Q4_K's scales and nibbles (at b + 48) plus the fifth bit c of each qh[l] byte (qh at b + 16).
+struct Q5_K {
+  static constexpr int kBlock = 256, kBytes = 176;
+  static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
+  using Prep = Q4_K::Prep;
+  static void prep(const uint8_t* b, Prep& p) { Q4_K::prep(b, p); }
+  static __m256i levels(const uint8_t* b, int g, const Prep&) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * (g / 2)));
+    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
+    // 16-bit shifts by g <= 7 keep each byte's bit g in that byte's bit 0
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+  }
+  static float scale(const Prep& p, int g) { return p.d[g]; }
+  static float min(const Prep& p, int g) { return p.m[g]; }
+};
+// Q2_K and Q3_K: chunk c (elements 32c..32c + 31, the 16-element groups 2c and 2c + 1) is the 2-bit field
+// c % 4 of the 32 qs bytes of half c / 4 (see DecQ2_K / DecQ3_K in qmatmul.cpp and io/quant.cpp).
+inline __m256i two_bit_field(const uint8_t* qs, int c) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (c / 4)));
+  return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (c % 4))), _mm256_set1_epi8(3));
+}
+// Q2_K: integer scales scales[s] & 15 on d, mins scales[s] >> 4 on dmin, both per 16 elements.
+struct Q2_K {
+  static constexpr int kBlock = 256, kBytes = 84;
+  static constexpr bool kMin = false, kIntScale = true, kMin16 = true;
+  struct Prep { float d, mneg; };
+  static void prep(const uint8_t* b, Prep& p) {
+    half2_to_float(b + 80, p.d, p.mneg);
+    p.mneg = -p.mneg;
+  }
+  static __m256i levels(const uint8_t* b, int c, const Prep&) { return two_bit_field(b + 16, c); }
+  static float scale(const Prep& p, int) { return p.d; }
+  static __m256i iscale(const uint8_t* b, int c) {
+    return _mm256_set_m128i(_mm_set1_epi16(b[2 * c + 1] & 0xF), _mm_set1_epi16(b[2 * c] & 0xF));
+  }
+  static float min16(const Prep& p, const uint8_t* b, int c, const int32_t* s) {
+    return p.mneg * float((b[2 * c] >> 4) * s[0] + (b[2 * c + 1] >> 4) * s[1]);
+  }
+};
+// Q3_K: levels = 2-bit field + 4 * (bit c of hmask[l]) - 4, signed 6-bit scales per 16 (io::q3k_scale) on d.
+struct Q3_K {
+  static constexpr int kBlock = 256, kBytes = 110;
+  static constexpr bool kMin = false, kIntScale = true, kMin16 = false;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b + 108); }
+  static __m256i levels(const uint8_t* b, int c, const Prep&) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(c)), _mm256_set1_epi8(1));
+    const __m256i v = _mm256_or_si256(two_bit_field(b + 32, c), _mm256_slli_epi16(hb, 2));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(4));
+  }
+  static float scale(const Prep& p, int) { return p.d; }
+  static __m256i iscale(const uint8_t* b, int c) {
+    return _mm256_set_m128i(_mm_set1_epi16(int16_t(io::q3k_scale(b + 96, 2 * c + 1))),
+                            _mm_set1_epi16(int16_t(io::q3k_scale(b + 96, 2 * c))));
+  }
+};
 // Q6_K: chunk c holds the 16-element groups 2c and 2c + 1, the two slices of quadrant c % 4 of half c / 4:
 // 32 consecutive bytes of ql and of qh each (detail::q6k_levels32).
 struct Q6_K {
   static constexpr int kBlock = 256, kBytes = 210;
-  static constexpr bool kMin = false, kIntScale = true;
+  static constexpr bool kMin = false, kIntScale = true, kMin16 = false;
   struct Prep { float d; };
   static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b + 208); }
   static __m256i levels(const uint8_t* b, int c, const Prep&) { return detail::q6k_levels32(b, c); }
@@ -179,6 +240,7 @@ struct QuantX {
   std::vector<int8_t> q;   // [n_tok][cols]
   std::vector<float> d;    // [n_tok][cols / 32]
   std::vector<float> sum;  // [n_tok][cols / 32]: dx * sum(q) (the min term)
+  std::vector<int32_t> isum16;  // [n_tok][cols / 16]: sum(q) per 16 columns (kMin16 formats only)
 };
 
 // y[t, r] for rows [r0, r1): per chunk, the 32 level x activation products are summed exactly in int32
@@ -210,6 +272,8 @@ void rows_q8(const WeightView& w, const QuantX& qx, float* y, int64_t r0, int64_
           const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(xv, q)), isc);
           acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(d * qx.d[size_t(t * nc + ci)]), acc[t]);
           if constexpr (D::kMin) macc[t] += D::min(p, c) * qx.sum[size_t(t * nc + ci)];
+          if constexpr (D::kMin16)
+            macc[t] += D::min16(p, blk, c, qx.isum16.data() + 2 * (t * nc + ci)) * qx.d[size_t(t * nc + ci)];
         }
       }
     }
@@ -254,12 +318,18 @@ void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y
     qx.q.resize(size_t(n_tok * w.cols));
     qx.d.resize(size_t(n_tok * nc));
     qx.sum.resize(size_t(n_tok * nc));
+    const bool min16 = w.type == GgmlType::Q2_K;
+    qx.isum16.resize(min16 ? size_t(2 * n_tok * nc) : 0);
     for (int64_t t = 0; t < n_tok; ++t) {
       quantize_activations_q8(x + t * w.cols, w.cols, qx.q.data() + t * w.cols, qx.d.data() + t * nc);
       for (int64_t c = 0; c < nc; ++c) {
-        int s = 0;
-        for (int j = 0; j < 32; ++j) s += qx.q[size_t(t * w.cols + c * 32 + j)];
-        qx.sum[size_t(t * nc + c)] = qx.d[size_t(t * nc + c)] * float(s);
+        int s[2] = {0, 0};
+        for (int j = 0; j < 32; ++j) s[j / 16] += qx.q[size_t(t * w.cols + c * 32 + j)];
+        qx.sum[size_t(t * nc + c)] = qx.d[size_t(t * nc + c)] * float(s[0] + s[1]);
+        if (min16) {
+          qx.isum16[size_t(2 * (t * nc + c))] = s[0];
+          qx.isum16[size_t(2 * (t * nc + c) + 1)] = s[1];
+        }
       }
     }
     switch (w.type) {
@@ -268,7 +338,10 @@ void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y
       case GgmlType::Q5_0: run_q8<Q5_0>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q5_1: run_q8<Q5_1>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q8_0: run_q8<Q8_0>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q2_K: run_q8<Q2_K>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q3_K: run_q8<Q3_K>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q4_K: run_q8<Q4_K>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_K: run_q8<Q5_K>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q6_K: run_q8<Q6_K>(w, qx, n_tok, y, r0, r1); return;
       default: break;
     }

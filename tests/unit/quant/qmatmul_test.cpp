@@ -110,7 +110,8 @@ void reference(const Matrix& m, const std::vector<float>& x, int64_t n_tok, std:
   y.assign(size_t(n_tok * m.rows), 0.0);
   scale.assign(y.size(), 0.0);
   std::vector<float> w(size_t(m.cols));
-  const bool has_min = m.type == GgmlType::Q4_1 || m.type == GgmlType::Q5_1 || m.type == GgmlType::Q4_K;
+  const bool has_min = m.type == GgmlType::Q4_1 || m.type == GgmlType::Q5_1 || m.type == GgmlType::Q4_K ||
+                       m.type == GgmlType::Q5_K || m.type == GgmlType::Q2_K;
   for (int64_t r = 0; r < m.rows; ++r) {
     io::dequantize_row(m.type, m.bytes.data() + size_t(r) * m.stride, w.data(), m.cols);
     std::vector<double> mag(w.size());
@@ -144,9 +145,11 @@ double worst_ratio(const std::vector<float>& y, const std::vector<double>& ref, 
   return worst;
 }
 
-const GgmlType kSimdTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
-                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K};
-const GgmlType kPortableOnly[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::Q8_K};
+const GgmlType kSimdTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
+                               GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+// Q8_K is ggml's activation format for its K-quant dot products, not a weight format of model files.
+const GgmlType kPortableOnly[] = {GgmlType::Q8_K};
 
 // Shapes per block size: odd row counts, one block, several, and more than one prefill K-chunk
 // (qmatmul.cpp splits more than 1024 columns into equal chunks).
@@ -200,8 +203,8 @@ std::vector<float> quantized_x_reference(const std::vector<float>& x) {
 
 TEST_CASE("qmatmul q8 activations: integer products equal the reference on quantized x", "[unit][quant][qmatmul]") {
   std::mt19937 rng(7);
-  const GgmlType q8_types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                               GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K};
+  const GgmlType q8_types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
   const bool simd = std::string(ops::matmul_kernel_name()) != "portable";
   for (GgmlType t : q8_types) {
     CHECK(ops::matmul_q8_supported(t) == simd);
@@ -238,7 +241,7 @@ TEST_CASE("qmatmul q8 activations: integer products equal the reference on quant
   }
   // types without an integer kernel fall back to the fp32 path
   CHECK_FALSE(ops::matmul_q8_supported(GgmlType::F32));
-  CHECK_FALSE(ops::matmul_q8_supported(GgmlType::Q2_K));
+  CHECK_FALSE(ops::matmul_q8_supported(GgmlType::Q8_K));
 }
 
 TEST_CASE("quantize_activations_q8 on hand cases", "[unit][quant][qmatmul]") {
@@ -408,7 +411,10 @@ TEST_CASE("qmatmul benchmark: decode GB/s and prefill GFLOP/s", "[.bench][quant]
                         {"Q8_0 token_embd 49152x576", "token_embd.weight", GgmlType::Q8_0, 49152, 576},
                         {"Q6_K 896x4864 (random)", nullptr, GgmlType::Q6_K, 896, 4864},
                         {"Q4_K 896x4864 (random)", nullptr, GgmlType::Q4_K, 896, 4864},
-                        {"Q5_0 4864x896 (random)", nullptr, GgmlType::Q5_0, 4864, 896}};
+                        {"Q5_0 4864x896 (random)", nullptr, GgmlType::Q5_0, 4864, 896},
+                        {"Q5_K 896x4864 (random)", nullptr, GgmlType::Q5_K, 896, 4864},
+                        {"Q3_K 896x4864 (random)", nullptr, GgmlType::Q3_K, 896, 4864},
+                        {"Q2_K 896x4864 (random)", nullptr, GgmlType::Q2_K, 896, 4864}};
   const int saved = at::get_num_threads();
   std::printf("qmatmul kernels: %s\n", ops::matmul_kernel_name());
   for (const Case& c : cases) {
@@ -435,8 +441,14 @@ TEST_CASE("qmatmul benchmark: decode GB/s and prefill GFLOP/s", "[.bench][quant]
         const double s_ref = seconds_per_call([&] { (void)at::mm(xt, wt.t()); }, 0.2);
         const double flops = 2.0 * double(m.rows) * double(m.cols) * double(n_tok);
         std::printf("%-28s threads %d n_tok %4lld: %8.1f us  %6.1f GB/s weights  %7.1f GFLOP/s | fp32 at::mm %7.1f "
-                    "GFLOP/s (%.2fx)\n", c.label, threads, (long long)n_tok, s * 1e6, bytes / s * 1e-9,
+                    "GFLOP/s (%.2fx)", c.label, threads, (long long)n_tok, s * 1e6, bytes / s * 1e-9,
                     flops / s * 1e-9, flops / s_ref * 1e-9, s_ref / s);
+        if (n_tok <= 4) {  // the portable path (dequantize a row, then dot): what types without a SIMD decoder get
+          const double s_p = seconds_per_call(
+              [&] { ops::matmul_rows_portable(m.view(), x.data(), n_tok, y.data(), 0, m.rows); }, 0.2);
+          std::printf(" | portable %8.1f us (%.2fx)", s_p * 1e6, s_p / s);
+        }
+        std::printf("\n");
       }
     }
   }
