@@ -2,14 +2,14 @@
 """Write the small GGUF fixtures of tests/unit/quant/ into tests/data/gguf/ (committed; ~40 KB in all).
 
   quant_types.gguf  one tensor per ggml type fkv dequantizes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-                    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), each followed by `<name>.expected`: the F32 values that
+                    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS), each followed by `<name>.expected`: the F32 values that
                     gguf-py's reference dequantizer (gguf.quants.dequantize) gives for the same bytes. The
                     C++ dequantizer must reproduce them bitwise. Also metadata of every value type,
                     including a nested array, for the GgufValue accessors.
   align64.gguf      two tensors under general.alignment = 64 ("a" = arange(15)/4 as [3, 5] F32, "b" Q8_0).
 
 Types gguf-py can quantize (Q4_0 .. Q8_0, BF16) are quantized from random normal data; for the
-K-quants, which gguf-py only dequantizes, the blocks are random bytes with finite positive f16 scales
+K-quants and IQ4 types, which gguf-py only dequantizes, the blocks are random bytes with finite positive f16 scales
 patched in. A few 32-element blocks get subnormal f16 scales, and the F16 tensor holds subnormals,
 +-0 and +-inf, so the conversion edge cases are covered.
 
@@ -31,8 +31,11 @@ OUT = os.path.join(ROOT, "tests", "data", "gguf")
 QUANTIZABLE = [(T.Q4_0, 5, 96), (T.Q4_1, 5, 96), (T.Q5_0, 5, 96), (T.Q5_1, 5, 96), (T.Q8_0, 5, 96),
                (T.BF16, 3, 40)]
 K_QUANTS = [(T.Q2_K, 3, 512), (T.Q3_K, 3, 512), (T.Q4_K, 3, 512), (T.Q5_K, 3, 512), (T.Q6_K, 3, 512)]
-# byte offsets of the f16 scale fields inside each K-quant super-block
-K_SCALE_OFFSETS = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
+# i-quants gguf-py only dequantizes, written after the K-quants (so the earlier tensors keep their random draws)
+I_QUANTS = [(T.IQ4_NL, 3, 96), (T.IQ4_XS, 3, 512)]
+# byte offsets of the f16 scale fields inside each block
+K_SCALE_OFFSETS = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,),
+                   T.IQ4_NL: (0,), T.IQ4_XS: (0,)}
 
 
 def f16_bytes(values: np.ndarray) -> np.ndarray:
@@ -101,7 +104,7 @@ def write_quant_types(path: str) -> None:
                 raw[1, 2:4] = np.array([0x8005], dtype=np.uint16).view(np.uint8)
         add_with_expected(w, "t." + qtype.name.lower(), raw, qtype, rows, cols)
 
-    for qtype, rows, cols in K_QUANTS:
+    for qtype, rows, cols in K_QUANTS + I_QUANTS:
         add_with_expected(w, "t." + qtype.name.lower(), k_quant_bytes(rng, qtype, rows, cols), qtype, rows, cols)
 
     w.write_header_to_file()

@@ -286,8 +286,8 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
     const size_t type_at = r.pos();
     const uint32_t type_id = r.read<uint32_t>("ggml type of " + tn);
     FKV_CHECK_FORMAT(is_known_type(type_id), "'{}': {} has ggml type id {} at offset {}{}; fkv knows F32, F16, BF16, "
-                     "F64, I8..I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1 and Q2_K..Q8_K; use a model quantized to one of "
-                     "these", p, tn, type_id, type_at,
+                     "F64, I8..I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K..Q8_K, IQ4_NL and IQ4_XS; use a model "
+                     "quantized to one of these", p, tn, type_id, type_at,
                      type_id < 64 && type_name(GgmlType(type_id)).rfind("type#", 0) != 0
                          ? " (" + type_name(GgmlType(type_id)) + ", not supported by fkv)" : " (unknown to ggml)");
     t.type = GgmlType(type_id);

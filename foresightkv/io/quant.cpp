@@ -54,10 +54,10 @@ constexpr std::array<TraitsEntry, 42> make_table() {
   t[17] = {{"IQ2_XS", kQKK, 74, false}, false};
   t[18] = {{"IQ3_XXS", kQKK, 98, false}, false};
   t[19] = {{"IQ1_S", kQKK, 50, false}, false};
-  t[20] = {{"IQ4_NL", kQK, 18, false}, false};
+  t[20] = {{"IQ4_NL", kQK, 18, true}, true};
   t[21] = {{"IQ3_S", kQKK, 110, false}, false};
   t[22] = {{"IQ2_S", kQKK, 82, false}, false};
-  t[23] = {{"IQ4_XS", kQKK, 136, false}, false};
+  t[23] = {{"IQ4_XS", kQKK, 136, true}, true};
   t[24] = {{"I8", 1, 1, true}, true};
   t[25] = {{"I16", 1, 2, true}, true};
   t[26] = {{"I32", 1, 4, true}, true};
@@ -251,6 +251,30 @@ void deq_q8_k(const uint8_t* b, float* y) {
   for (int j = 0; j < 256; ++j) y[j] = d * float(qs[j]);
 }
 
+// ---- non-linear 4-bit i-quants ---------------------------------------------------------------------
+// IQ4_NL {f16 d; u8 qs[16]}: element j (j < 16) is d * kIq4nlValues[qs[j] & 15], element j + 16 uses qs[j] >> 4.
+void deq_iq4_nl(const uint8_t* b, float* y) {
+  const float d = load_f16(b);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * float(kIq4nlValues[b[2 + j] & 0xF]);
+    y[j + 16] = d * float(kIq4nlValues[b[2 + j] >> 4]);
+  }
+}
+
+// IQ4_XS {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}: 8 sub-blocks of 32, each IQ4_NL-packed in 16 bytes
+// of qs with the scale d * iq4xs_scale(b, i).
+void deq_iq4_xs(const uint8_t* b, float* y) {
+  const float d = load_f16(b);
+  for (int i = 0; i < 8; ++i) {
+    const float dl = d * float(iq4xs_scale(b, i));
+    const uint8_t* q = b + 8 + 16 * i;
+    for (int j = 0; j < 16; ++j) {
+      y[32 * i + j] = dl * float(kIq4nlValues[q[j] & 0xF]);
+      y[32 * i + j + 16] = dl * float(kIq4nlValues[q[j] >> 4]);
+    }
+  }
+}
+
 template <int64_t kBlock, int64_t kBytes>
 void deq_blocks(void (*fn)(const uint8_t*, float*), const uint8_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n / kBlock; ++i) fn(src + i * kBytes, dst + i * kBlock);
@@ -286,7 +310,8 @@ size_t row_bytes(GgmlType t, int64_t n) {
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
   const TypeTraits& tt = type_traits(t);
   FKV_CHECK_FORMAT(tt.dequantizable, "fkv cannot dequantize ggml type {} (supported: F32, F16, BF16, F64, I8-I64, "
-                   "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K); convert the model to one of these",
+                   "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS); convert the model to "
+                   "one of these",
                    tt.name);
   (void)row_bytes(t, n);  // validates n
   const uint8_t* s = static_cast<const uint8_t*>(src);
@@ -332,6 +357,8 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
     case GgmlType::Q5_K: deq_blocks<kQKK, 176>(deq_q5_k, s, dst, n); return;
     case GgmlType::Q6_K: deq_blocks<kQKK, 210>(deq_q6_k, s, dst, n); return;
     case GgmlType::Q8_K: deq_blocks<kQKK, 292>(deq_q8_k, s, dst, n); return;
+    case GgmlType::IQ4_NL: deq_blocks<kQK, 18>(deq_iq4_nl, s, dst, n); return;
+    case GgmlType::IQ4_XS: deq_blocks<kQKK, 136>(deq_iq4_xs, s, dst, n); return;
     case GgmlType::Q8_1: break;
   }
   FKV_THROW_KIND(2, "fkv cannot dequantize ggml type {}", tt.name);

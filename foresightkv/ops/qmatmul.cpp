@@ -384,6 +384,35 @@ struct DecQ6_K {
 #endif
 };
 
+// IQ4_NL {f16 d; u8 qs[16]} and IQ4_XS (8 groups of 32: f16 d, 6-bit scales, 16 bytes of codes per group):
+// non-linear levels io::kIq4nlValues[code] (detail::iq4_levels), scale d (IQ4_XS: d * io::iq4xs_scale).
+inline void iq4_group(const uint8_t* qs, F* q) {
+  __m128i lo, hi;
+  detail::iq4_levels(qs, lo, hi);
+  I v[32 / W];
+  Simd::expand_i8(lo, v);
+  Simd::expand_i8(hi, v + 16 / W);
+  for (int k = 0; k < 32 / W; ++k) q[k] = Simd::cvt(v[k]);
+}
+
+struct DecIQ4_NL {
+  static constexpr int kBlock = 32, kBytes = 18, kGroup = 32;
+  static constexpr bool kScale = true, kMin = false, kPlain = false;
+  static void group(const uint8_t* b, int, F* q, float& d, float&) {
+    d = half_to_float(b);
+    iq4_group(b + 2, q);
+  }
+};
+
+struct DecIQ4_XS {
+  static constexpr int kBlock = 256, kBytes = 136, kGroup = 32;
+  static constexpr bool kScale = true, kMin = false, kPlain = false;
+  static void group(const uint8_t* b, int g, F* q, float& d, float&) {
+    d = half_to_float(b) * float(io::iq4xs_scale(b, g));
+    iq4_group(b + 8 + 16 * g, q);
+  }
+};
+
 // A decoder whose pair(b, c, qa, qb, da, db) produces groups 2c and 2c + 1 together.
 template <class D>
 constexpr bool has_pair = requires(const uint8_t* b, F* q, float& d) { D::pair(b, 0, q, q, d, d); };
@@ -686,6 +715,8 @@ bool simd_rows(const WeightView& w, const float* x, int64_t n_tok, float* y, int
     case GgmlType::Q4_K: run<DecQ4_K>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q5_K: run<DecQ5_K>(w, x, n_tok, y, r0, r1); return true;
     case GgmlType::Q6_K: run<DecQ6_K>(w, x, n_tok, y, r0, r1); return true;
+    case GgmlType::IQ4_NL: run<DecIQ4_NL>(w, x, n_tok, y, r0, r1); return true;
+    case GgmlType::IQ4_XS: run<DecIQ4_XS>(w, x, n_tok, y, r0, r1); return true;
     default: return false;
   }
 }

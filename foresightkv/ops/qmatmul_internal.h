@@ -1,6 +1,6 @@
 // Pieces shared by the two quantized-product files (ops/qmatmul.cpp: fp32 activations; ops/qmatmul_q8.cpp:
-// int8 activations): argument validation, the fp16 scale readers, the Q4_K/Q5_K group scales and the Q6_K level
-// assembly. Not part of the ops API; include only from ops/*.cpp.
+// int8 activations): argument validation, the fp16 scale readers, the Q4_K/Q5_K group scales, the Q6_K level
+// assembly and the IQ4 table lookup. Not part of the ops API; include only from ops/*.cpp.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -44,6 +44,16 @@ inline void q4k_group_scale(const uint8_t* b, int g, float d, float dmin, float&
   io::k_scale_min(b + 4, g, sc, mn);
   dg = d * float(sc);
   mg = -(dmin * float(mn));
+}
+
+/// IQ4_NL / IQ4_XS: the 16 bytes at qs hold 32 4-bit codes (element j: low nibble of byte j; element j + 16: its
+/// high nibble); lo and hi get the int8 levels io::kIq4nlValues[code] of elements 0..15 and 16..31 (one table
+/// shuffle each).
+inline void iq4_levels(const uint8_t* qs, __m128i& lo, __m128i& hi) {
+  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(io::kIq4nlValues));
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)), m = _mm_set1_epi8(0x0F);
+  lo = _mm_shuffle_epi8(table, _mm_and_si128(v, m));
+  hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(v, 4), m));
 }
 
 /// Sum of the 8 lanes of an AVX vector.

@@ -37,6 +37,7 @@ bool matmul_q8_supported(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_NL: case GgmlType::IQ4_XS:
       return true;
     default:
       return false;
@@ -236,6 +237,32 @@ struct Q6_K {
   }
 };
 
+// IQ4_NL / IQ4_XS: table levels in [-127, 113] (detail::iq4_levels), so |level| * |q| pairs still fit int16.
+inline __m256i iq4_levels32(const uint8_t* qs) {
+  __m128i lo, hi;
+  detail::iq4_levels(qs, lo, hi);
+  return _mm256_set_m128i(hi, lo);
+}
+struct IQ4_NL {
+  static constexpr int kBlock = 32, kBytes = 18;
+  static constexpr bool kMin = false, kIntScale = false, kMin16 = false;
+  struct Prep { float d; };
+  static void prep(const uint8_t* b, Prep& p) { p.d = half_to_float(b); }
+  static __m256i levels(const uint8_t* b, int, const Prep&) { return iq4_levels32(b + 2); }
+  static float scale(const Prep& p, int) { return p.d; }
+};
+struct IQ4_XS {
+  static constexpr int kBlock = 256, kBytes = 136;
+  static constexpr bool kMin = false, kIntScale = false, kMin16 = false;
+  struct Prep { float d[8]; };
+  static void prep(const uint8_t* b, Prep& p) {
+    const float d = half_to_float(b);
+    for (int g = 0; g < 8; ++g) p.d[g] = d * float(io::iq4xs_scale(b, g));
+  }
+  static __m256i levels(const uint8_t* b, int g, const Prep&) { return iq4_levels32(b + 8 + 16 * g); }
+  static float scale(const Prep& p, int g) { return p.d[g]; }
+};
+
 struct QuantX {
   std::vector<int8_t> q;   // [n_tok][cols]
   std::vector<float> d;    // [n_tok][cols / 32]
@@ -343,6 +370,8 @@ void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y
       case GgmlType::Q4_K: run_q8<Q4_K>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q5_K: run_q8<Q5_K>(w, qx, n_tok, y, r0, r1); return;
       case GgmlType::Q6_K: run_q8<Q6_K>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::IQ4_NL: run_q8<IQ4_NL>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::IQ4_XS: run_q8<IQ4_XS>(w, qx, n_tok, y, r0, r1); return;
       default: break;
     }
   }

@@ -43,7 +43,8 @@ constexpr double kAtol = 1e-30;
 // Offsets of the f16 scale/min fields inside one block (random bytes elsewhere are valid levels).
 std::vector<int> f16_scale_offsets(GgmlType t) {
   switch (t) {
-    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return {0};
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: case GgmlType::IQ4_NL: case GgmlType::IQ4_XS:
+      return {0};
     case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
     case GgmlType::Q6_K: return {208};
     case GgmlType::Q2_K: return {80, 82};
@@ -147,7 +148,8 @@ double worst_ratio(const std::vector<float>& y, const std::vector<double>& ref, 
 
 const GgmlType kSimdTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                                GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                               GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 // Q8_K is ggml's activation format for its K-quant dot products, not a weight format of model files.
 const GgmlType kPortableOnly[] = {GgmlType::Q8_K};
 
@@ -204,7 +206,8 @@ std::vector<float> quantized_x_reference(const std::vector<float>& x) {
 TEST_CASE("qmatmul q8 activations: integer products equal the reference on quantized x", "[unit][quant][qmatmul]") {
   std::mt19937 rng(7);
   const GgmlType q8_types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                               GgmlType::IQ4_NL, GgmlType::IQ4_XS};
   const bool simd = std::string(ops::matmul_kernel_name()) != "portable";
   for (GgmlType t : q8_types) {
     CHECK(ops::matmul_q8_supported(t) == simd);
@@ -414,7 +417,8 @@ TEST_CASE("qmatmul benchmark: decode GB/s and prefill GFLOP/s", "[.bench][quant]
                         {"Q5_0 4864x896 (random)", nullptr, GgmlType::Q5_0, 4864, 896},
                         {"Q5_K 896x4864 (random)", nullptr, GgmlType::Q5_K, 896, 4864},
                         {"Q3_K 896x4864 (random)", nullptr, GgmlType::Q3_K, 896, 4864},
-                        {"Q2_K 896x4864 (random)", nullptr, GgmlType::Q2_K, 896, 4864}};
+                        {"Q2_K 896x4864 (random)", nullptr, GgmlType::Q2_K, 896, 4864},
+                        {"IQ4_XS 896x4864 (random)", nullptr, GgmlType::IQ4_XS, 896, 4864}};
   const int saved = at::get_num_threads();
   std::printf("qmatmul kernels: %s\n", ops::matmul_kernel_name());
   for (const Case& c : cases) {

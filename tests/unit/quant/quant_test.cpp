@@ -66,7 +66,8 @@ TEST_CASE("type traits: block sizes and byte sizes of every type", "[unit][quant
   CHECK_FALSE(io::is_known_type(16));  // IQ2_XXS
   CHECK_FALSE(io::is_known_type(4));   // removed Q4_2
   CHECK_FALSE(io::is_known_type(99));
-  CHECK(io::type_name(GgmlType(20)) == "IQ4_NL");
+  CHECK(io::type_name(GgmlType(21)) == "IQ3_S");
+  CHECK_FALSE(io::is_known_type(21));
   CHECK_THROWS_AS(io::type_traits(GgmlType(99)), fkv::FormatError);
   CHECK_THROWS_AS(io::type_traits(GgmlType(4)), fkv::FormatError);
   float out[32];
@@ -286,5 +287,5 @@ TEST_CASE("dequantizers match gguf-py bitwise on the committed fixture", "[unit]
     CHECK(bad == 0);
     ++checked;
   }
-  CHECK(checked == 13);  // F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K
+  CHECK(checked == 15);  // F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS
 }
