@@ -447,6 +447,10 @@ TEST_CASE("qmatmul benchmark: decode GB/s and prefill GFLOP/s", "[.bench][quant]
         std::printf("%-28s threads %d n_tok %4lld: %8.1f us  %6.1f GB/s weights  %7.1f GFLOP/s | fp32 at::mm %7.1f "
                     "GFLOP/s (%.2fx)", c.label, threads, (long long)n_tok, s * 1e6, bytes / s * 1e-9,
                     flops / s * 1e-9, flops / s_ref * 1e-9, s_ref / s);
+        if (n_tok <= 4 && ops::matmul_q8_supported(m.type)) {  // int8 activations (--activations q8)
+          const double s_q8 = seconds_per_call([&] { ops::matmul_q8(m.view(), x.data(), n_tok, y.data()); });
+          std::printf(" | q8 %8.1f us", s_q8 * 1e6);
+        }
         if (n_tok <= 4) {  // the portable path (dequantize a row, then dot): what types without a SIMD decoder get
           const double s_p = seconds_per_call(
               [&] { ops::matmul_rows_portable(m.view(), x.data(), n_tok, y.data(), 0, m.rows); }, 0.2);
