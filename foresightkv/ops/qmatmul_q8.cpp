@@ -164,7 +164,7 @@ struct Q4_K {
   static float scale(const Prep& p, int g) { return p.d[g]; }
   static float min(const Prep& p, int g) { return p.m[g]; }
 };
-// Q5_K: Q4_K's scales and nibbles (at b + 48) plus the fifth bit c of each qh[l] byte (qh at b + 16).
+// Q5_K: Q4_K's scales and nibbles (at b + 48) plus a fifth bit, bit g of each qh[l] byte (qh at b + 16) for chunk g.
 struct Q5_K {
   static constexpr int kBlock = 256, kBytes = 176;
   static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
