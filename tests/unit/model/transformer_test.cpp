@@ -48,6 +48,31 @@ TEST_CASE("tiny llama GGUF (permuted Q/K, F32) matches the HF safetensors model"
   CHECK(d <= kTolF32);
 }
 
+// llama_quant_gguf (scripts/make_quant_model.py): every matrix in Q2_K, Q3_K, Q5_K, IQ4_NL or IQ4_XS (two roles
+// each, incl. the embedding and the untied head), Q/K rows permuted; golden = HF fp32 on gguf-py's dequantized
+// weights. Whole prompt (prefill tiles), 1 + 1 + ... (decode kernels) and mixed chunks; then int8 activations,
+// which round x per 32 columns: a bounded deviation (<= 5 % of the logit range), but not the fp32 result.
+TEST_CASE("tiny llama GGUF with K-quant and IQ4 weights matches HF on the dequantized weights", "[unit][model][golden]") {
+  Bundle b = test::load_bundle("llama_quant_gguf");
+  auto m = model::Transformer::load(b.dir + "/model.gguf");
+  const double range = b.logits.abs().max().item<double>();
+  REQUIRE(range > 0.5);
+  for (auto [first, chunk] : std::vector<std::pair<int64_t, int64_t>>{{24, 24}, {1, 1}, {5, 3}, {10, 9}}) {
+    INFO("first " << first << " chunk " << chunk);
+    const double d = test::max_abs_diff(test::run_chunked(*m, b.ids, chunk, first), b.logits);
+    INFO("max |dlogit| = " << d << ", max |logit| = " << range);
+    CHECK(d <= kTolF32);
+  }
+  model::LoadOptions q8;
+  q8.activations = "q8";
+  auto mq = model::Transformer::load(b.dir + "/model.gguf", q8);
+  const at::Tensor lq = test::run_chunked(*mq, b.ids, 1);
+  const double d = test::max_abs_diff(lq, b.logits);
+  INFO("int8 activations: max |dlogit| = " << d << ", max |logit| = " << range);
+  CHECK(d > kTolF32);
+  CHECK(d <= 0.05 * range);
+}
+
 TEST_CASE("golden reference model matches HF (the oracle is validated too)", "[unit][model][golden]") {
   for (const auto& name : test::bundle_names()) {
     INFO("bundle " << name);
