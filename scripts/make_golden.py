@@ -202,30 +202,35 @@ def gpt2_byte_symbols() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
-def write_gguf(path: Path, model, cfg) -> None:
-    """llama.cpp-style F32 GGUF of an HF llama model (names per gguf-py constants, Q/K permuted)."""
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("fkv tiny llama")
+def write_llama_header(w: gguf.GGUFWriter, cfg, name: str, file_type: gguf.LlamaFileType | None = None) -> None:
+    """The llama.cpp metadata of an HF llama config, and a minimal byte-level "gpt2" tokenizer block (id i is the
+    byte-level symbol of byte i; no merges). Also used by scripts/make_quant_model.py."""
+    w.add_name(name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
     w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(hq)
-    w.add_head_count_kv(hkv)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    w.add_rope_dimension_count(d)
+    w.add_rope_dimension_count(cfg.head_dim)
     w.add_vocab_size(cfg.vocab_size)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    # Minimal byte-level "gpt2" tokenizer block: id i is the byte-level symbol of byte i; no merges.
-    symbols = gpt2_byte_symbols()
+    if file_type is not None:
+        w.add_file_type(file_type)
     w.add_tokenizer_model("gpt2")
-    w.add_token_list(symbols[: cfg.vocab_size])
+    w.add_token_list(gpt2_byte_symbols()[: cfg.vocab_size])
     w.add_token_types([gguf.TokenType.NORMAL] * cfg.vocab_size)
     w.add_bos_token_id(cfg.bos_token_id)
     w.add_eos_token_id(cfg.eos_token_id if isinstance(cfg.eos_token_id, int) else cfg.eos_token_id[0])
+
+
+def write_gguf(path: Path, model, cfg) -> None:
+    """llama.cpp-style F32 GGUF of an HF llama model (names per gguf-py constants, Q/K permuted)."""
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    hq, hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    w = gguf.GGUFWriter(str(path), "llama")
+    write_llama_header(w, cfg, "fkv tiny llama", gguf.LlamaFileType.ALL_F32)
 
     def add(name: str, a: np.ndarray) -> None:
         w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))

@@ -36,7 +36,7 @@ from gguf import GGMLQuantizationType as Q
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_golden import forward, gpt2_byte_symbols, permute_qk, save_sorted  # noqa: E402
+from make_golden import forward, permute_qk, save_sorted, write_llama_header  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "data" / "tiny_models" / "llama_quant_gguf"
@@ -103,22 +103,7 @@ def main() -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
     w = gguf.GGUFWriter(str(OUT / "model.gguf"), "llama")
-    w.add_name("fkv tiny llama, Q2_K/Q3_K/Q5_K/IQ4_NL/IQ4_XS")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(hq)
-    w.add_head_count_kv(hkv)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_vocab_size(cfg.vocab_size)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(gpt2_byte_symbols()[: cfg.vocab_size])
-    w.add_token_types([gguf.TokenType.NORMAL] * cfg.vocab_size)
-    w.add_bos_token_id(cfg.bos_token_id)
-    w.add_eos_token_id(cfg.eos_token_id)
+    write_llama_header(w, cfg, "fkv tiny llama, Q2_K/Q3_K/Q5_K/IQ4_NL/IQ4_XS")
 
     new_sd = {}
     for name, (qtype, hf) in TYPES.items():
