@@ -193,7 +193,10 @@ int cmd_tokenize(const Args& a) {
   if (a.has("text")) {
     const auto ids = tok.encode(a.get("text"), add_special);
     std::string s;
-    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(ids[i]);
+    }
     std::cout << s << "\n";
     return 0;
   }
