@@ -282,18 +282,26 @@ struct DecQ8_0 {
   }
 };
 
-// Q4_K: 8 groups of 32 with 6-bit scales/mins packed in scales[12] (see io/quant.cpp).
+// Q4_K and Q5_K group g: its scale and min (6-bit pairs packed in scales[12] at b + 4, see io/quant.cpp) and
+// its 4-bit levels, nibble g & 1 of the 32 bytes at qs + 32 (g / 2), as int32 vectors.
+inline void k_group(const uint8_t* b, const uint8_t* qs, int g, I* v, float& d, float& m) {
+  float dd, dmin;
+  half2_to_float(b, dd, dmin);  // d and dmin are adjacent halves: one conversion
+  detail::q4k_group_scale(b, g, dd, dmin, d, m);
+  const uint8_t* p = qs + 32 * (g / 2);
+  const int shift = 4 * (g & 1);
+  const I mask = Simd::seti(0xF);
+  for (int k = 0; k < 32 / W; ++k) v[k] = Simd::and_(Simd::srl(Simd::u8(p + k * W), shift), mask);
+}
+
+// Q4_K: 8 groups of 32, levels at b + 16.
 struct DecQ4_K {
   static constexpr int kBlock = 256, kBytes = 144, kGroup = 32;
   static constexpr bool kScale = true, kMin = true, kPlain = false;
   static void group(const uint8_t* b, int g, F* q, float& d, float& m) {
-    float dd, dmin;
-    half2_to_float(b, dd, dmin);  // d and dmin are adjacent halves: one conversion
-    detail::q4k_group_scale(b, g, dd, dmin, d, m);
-    const uint8_t* qs = b + 16 + 32 * (g / 2);
-    const int shift = 4 * (g & 1);
-    const I mask = Simd::seti(0xF);
-    for (int k = 0; k < 32 / W; ++k) q[k] = Simd::cvt(Simd::and_(Simd::srl(Simd::u8(qs + k * W), shift), mask));
+    I v[32 / W];
+    k_group(b, b + 16, g, v, d, m);
+    for (int k = 0; k < 32 / W; ++k) q[k] = Simd::cvt(v[k]);
   }
 };
 
@@ -303,16 +311,12 @@ struct DecQ5_K {
   static constexpr int kBlock = 256, kBytes = 176, kGroup = 32;
   static constexpr bool kScale = true, kMin = true, kPlain = false;
   static void group(const uint8_t* b, int g, F* q, float& d, float& m) {
-    float dd, dmin;
-    half2_to_float(b, dd, dmin);
-    detail::q4k_group_scale(b, g, dd, dmin, d, m);
-    const uint8_t* qs = b + 48 + 32 * (g / 2);
-    const int shift = 4 * (g & 1);
-    const I mask = Simd::seti(0xF), one = Simd::seti(1);
+    I v[32 / W];
+    k_group(b, b + 48, g, v, d, m);
+    const I one = Simd::seti(1);
     for (int k = 0; k < 32 / W; ++k) {
-      const I lo = Simd::and_(Simd::srl(Simd::u8(qs + k * W), shift), mask);
       const I hi = Simd::sll(Simd::and_(Simd::srl(Simd::u8(b + 16 + k * W), g), one), 4);
-      q[k] = Simd::cvt(Simd::or_(lo, hi));
+      q[k] = Simd::cvt(Simd::or_(v[k], hi));
     }
   }
 };

@@ -170,9 +170,8 @@ struct Q5_K {
   static constexpr bool kMin = true, kIntScale = false, kMin16 = false;
   using Prep = Q4_K::Prep;
   static void prep(const uint8_t* b, Prep& p) { Q4_K::prep(b, p); }
-  static __m256i levels(const uint8_t* b, int g, const Prep&) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * (g / 2)));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g & 1))), _mm256_set1_epi8(0x0F));
+  static __m256i levels(const uint8_t* b, int g, const Prep& p) {
+    const __m256i lo = Q4_K::levels(b + 32, g, p);  // Q4_K's nibbles sit at b + 16, Q5_K's at b + 48
     // 16-bit shifts by g <= 7 keep each byte's bit g in that byte's bit 0
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
     const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g)), _mm256_set1_epi8(1));
@@ -270,6 +269,30 @@ struct QuantX {
   std::vector<int32_t> isum16;  // [n_tok][cols / 16]: sum(q) per 16 columns (kMin16 formats only)
 };
 
+// x [n_tok][cols] quantized per 32 columns, with the per-chunk sums (and per-16 sums when per16). One
+// thread-local buffer reused across calls: no allocation per matrix in the decode loop.
+const QuantX& quantize_x(const float* x, int64_t n_tok, int64_t cols, bool per16) {
+  thread_local QuantX qx;
+  const int64_t nc = cols / 32;
+  qx.q.resize(size_t(n_tok * cols));
+  qx.d.resize(size_t(n_tok * nc));
+  qx.sum.resize(size_t(n_tok * nc));
+  qx.isum16.resize(per16 ? size_t(2 * n_tok * nc) : 0);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    quantize_activations_q8(x + t * cols, cols, qx.q.data() + t * cols, qx.d.data() + t * nc);
+    for (int64_t c = 0; c < nc; ++c) {
+      int s[2] = {0, 0};
+      for (int j = 0; j < 32; ++j) s[j / 16] += qx.q[size_t(t * cols + c * 32 + j)];
+      qx.sum[size_t(t * nc + c)] = qx.d[size_t(t * nc + c)] * float(s[0] + s[1]);
+      if (per16) {
+        qx.isum16[size_t(2 * (t * nc + c))] = s[0];
+        qx.isum16[size_t(2 * (t * nc + c) + 1)] = s[1];
+      }
+    }
+  }
+  return qx;
+}
+
 // y[t, r] for rows [r0, r1): per chunk, the 32 level x activation products are summed exactly in int32
 // (maddubs on |level| and sign-adjusted x, then madd with 1 or with the per-16 integer scales), converted
 // to float and accumulated with the chunk's scale * dx.
@@ -315,7 +338,8 @@ constexpr auto make_table(std::index_sequence<N...>) {
 }
 
 template <class D>
-void run_q8(const WeightView& w, const QuantX& qx, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
+void run_q8(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t r0, int64_t r1) {
+  const QuantX& qx = quantize_x(x, n_tok, w.cols, D::kMin16);
   static constexpr auto table = make_table<D>(std::make_index_sequence<kMaxTok>{});
   const auto fn = table[size_t(n_tok - 1)];
   const int64_t rb = std::max<int64_t>(1, int64_t(io::row_bytes(w.type, w.cols)));
@@ -340,38 +364,19 @@ void matmul_rows_q8(const WeightView& w, const float* x, int64_t n_tok, float* y
   if (matmul_q8_applies(w, n_tok)) {
     detail::check_args(w, x, n_tok, y, r0, r1);
     if (r0 == r1) return;
-    const int64_t nc = w.cols / 32;
-    thread_local QuantX qx;  // reused across calls: no allocation per matrix in the decode loop
-    qx.q.resize(size_t(n_tok * w.cols));
-    qx.d.resize(size_t(n_tok * nc));
-    qx.sum.resize(size_t(n_tok * nc));
-    const bool min16 = w.type == GgmlType::Q2_K;
-    qx.isum16.resize(min16 ? size_t(2 * n_tok * nc) : 0);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      quantize_activations_q8(x + t * w.cols, w.cols, qx.q.data() + t * w.cols, qx.d.data() + t * nc);
-      for (int64_t c = 0; c < nc; ++c) {
-        int s[2] = {0, 0};
-        for (int j = 0; j < 32; ++j) s[j / 16] += qx.q[size_t(t * w.cols + c * 32 + j)];
-        qx.sum[size_t(t * nc + c)] = qx.d[size_t(t * nc + c)] * float(s[0] + s[1]);
-        if (min16) {
-          qx.isum16[size_t(2 * (t * nc + c))] = s[0];
-          qx.isum16[size_t(2 * (t * nc + c) + 1)] = s[1];
-        }
-      }
-    }
     switch (w.type) {
-      case GgmlType::Q4_0: run_q8<Q4_0>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q4_1: run_q8<Q4_1>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q5_0: run_q8<Q5_0>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q5_1: run_q8<Q5_1>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q8_0: run_q8<Q8_0>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q2_K: run_q8<Q2_K>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q3_K: run_q8<Q3_K>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q4_K: run_q8<Q4_K>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q5_K: run_q8<Q5_K>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::Q6_K: run_q8<Q6_K>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::IQ4_NL: run_q8<IQ4_NL>(w, qx, n_tok, y, r0, r1); return;
-      case GgmlType::IQ4_XS: run_q8<IQ4_XS>(w, qx, n_tok, y, r0, r1); return;
+      case GgmlType::Q4_0: run_q8<Q4_0>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q4_1: run_q8<Q4_1>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_0: run_q8<Q5_0>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_1: run_q8<Q5_1>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q8_0: run_q8<Q8_0>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q2_K: run_q8<Q2_K>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q3_K: run_q8<Q3_K>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q4_K: run_q8<Q4_K>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q5_K: run_q8<Q5_K>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::Q6_K: run_q8<Q6_K>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::IQ4_NL: run_q8<IQ4_NL>(w, x, n_tok, y, r0, r1); return;
+      case GgmlType::IQ4_XS: run_q8<IQ4_XS>(w, x, n_tok, y, r0, r1); return;
       default: break;
     }
   }
