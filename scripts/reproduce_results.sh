@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the measurements in docs/results.md (CPU, 2 threads). Each step is resumable or cheap to
-# rerun; outputs go to data/results/ (git-ignored). Usage:
+# rerun; outputs go to data/results/ (git-ignored; the sampled Qwen grid's finished blocks are also archived
+# in results/qwen_gsm8k_sampled/, tracked, and restored from there). Usage:
 #   bash scripts/reproduce_results.sh STEP [STEP ...]
 # Steps:
 #   traces     SmolLM2 GSM8K-train traces (110 problems x 4 samples, protocol sampling, seed 1, >= 512 tokens) + golden labels
@@ -172,6 +173,13 @@ step_qwen_sampled() {
   }
   export -f qwen_sampled_run
   export BIN DATA OUT Q QB
+  # The records of finished blocks are kept in git (results/qwen_gsm8k_sampled/, scripts/results_archive.py):
+  # restore them first, so a fresh checkout resumes after the last archived block; archive each block when done.
+  local runs=(qwen_gsm8k_sampled_full) archive=(--work "$OUT" --archive results/qwen_gsm8k_sampled --block "$blk" --samples 4)
+  for b in ${FKV_QWEN_BUDGETS:-128 64}; do
+    for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do runs+=("qwen_gsm8k_sampled_${p}_b$b"); done
+  done
+  "$PY" scripts/results_archive.py restore "${archive[@]}" "${runs[@]}"
   while [ "$n" -lt "$lim" ]; do
     n=$(( n + blk < lim ? n + blk : lim ))
     qwen_sampled_run "$n" "$T" --output "$full"
@@ -180,6 +188,7 @@ step_qwen_sampled() {
       for p in ${FKV_QWEN_POLICIES:-streamingllm h2o snapkv rkv tova}; do printf '%s %s\n' "$p" "$b"; done
     done | N="$n" FULL="$full" xargs -L1 -P "$lanes" bash -c \
       'qwen_sampled_run "$N" 1 --policy "$0" --budget "$1" --window 16 --output "$OUT/qwen_gsm8k_sampled_$0_b$1.jsonl" --paired-with "$FULL"'
+    "$PY" scripts/results_archive.py save "${archive[@]}" "${runs[@]}"
   done
 }
 
