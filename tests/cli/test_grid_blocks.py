@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Self-test for scripts/grid_blocks.py: two hand-written runs (one as a JSONL work file with a torn last line,
+one as a results_archive.py folder of .jsonl.xz blocks) give exactly the expected per-block rows over the
+problems both runs have complete, the greedy line counts the same problems, and a run with nothing complete
+exits 1.
+
+Run: python3 tests/cli/test_grid_blocks.py   Prints "test_grid_blocks: N/M passed"; exits non-zero on failure.
+"""
+import json
+import lzma
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "scripts", "grid_blocks.py")
+
+
+def rec(p, s, correct, policy="full", budget=1024, extracted="5", strict=None, finish="eos", ev=0):
+    return json.dumps({"problem_index": p, "sample_index": s, "policy": policy, "budget": budget, "correct": correct,
+                       "strict_correct": correct if strict is None else strict, "extracted": extracted,
+                       "finish_reason": finish, "eviction_events": ev})
+
+
+def run(*args):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+
+
+def rows_are_exact(tmp):
+    # full: problems 0-4 complete (2 samples), problem 5 has one sample -> left out everywhere
+    full = [rec(p, s, (p + s) % 2 == 0) for p in range(5) for s in range(2)] + [rec(5, 0, True)]
+    with open(os.path.join(tmp, "full.jsonl"), "w") as f:
+        f.write("\n".join(full) + "\n" + rec(5, 1, True)[:15])
+    # h2o: problems 0-5 complete; correct only on problem 0; problem 1 sample 1 without an answer; problem 2
+    # samples hit the cap; strict misses problem 0 sample 0; 3 eviction events each
+    d = os.path.join(tmp, "arch", "h2o")
+    os.makedirs(d)
+    h = {(p, s): rec(p, s, p == 0, "h2o", 64, extracted="" if (p, s) == (1, 1) else "7",
+                     strict=False if (p, s) == (0, 0) else None, finish="length" if p == 2 else "eos", ev=3)
+         for p in range(6) for s in range(2)}
+    for lo in (0, 2, 4):
+        with lzma.open(os.path.join(d, f"p{lo:04d}-{lo + 1:04d}.jsonl.xz"), "wt") as f:
+            f.write("".join(h[(p, s)] + "\n" for p in (lo, lo + 1) for s in range(2)))
+    with open(os.path.join(tmp, "greedy.jsonl"), "w") as f:
+        f.write("".join(rec(p, 0, p < 2) + "\n" for p in range(3)))
+    r = run("--block", "2", "--samples", "2", "--greedy", os.path.join(tmp, "greedy.jsonl"),
+            os.path.join(tmp, "full.jsonl"), d)
+    assert r.returncode == 0, r.stderr
+    want = [
+        "problems: 5 (0-4, every run complete), 2 samples each",
+        "| run | 0-1 | 2-3 | 4-5 | total | no answer | strict - official | length cap | eviction events / sample |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| full | 2/4 | 2/4 | 1/2 | 5/10 | 0 | +0 | 0 | 0.0 |",
+        "| h2o B=64 | 2/4 | 0/4 | 0/2 | 2/10 | 1 | -1 | 2 | 3.0 |",
+        "",
+        "greedy (full cache): 2/3 on the same problems (2 not in the greedy file)",
+    ]
+    assert r.stdout.splitlines() == want, r.stdout
+
+
+def nothing_complete_is_error(tmp):
+    with open(os.path.join(tmp, "a.jsonl"), "w") as f:
+        f.write(rec(0, 0, True) + "\n")
+    r = run("--samples", "2", os.path.join(tmp, "a.jsonl"))
+    assert r.returncode == 1 and "no problem is complete" in r.stderr and r.stdout == "", r.stdout + r.stderr
+    r = run(os.path.join(tmp, "missing.jsonl"))
+    assert r.returncode == 1 and "missing.jsonl" in r.stderr, r.stderr
+
+
+def main():
+    tests = [rows_are_exact, nothing_complete_is_error]
+    ok = 0
+    for t in tests:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                t(tmp)
+                ok += 1
+            except Exception:
+                print(f"FAIL {t.__name__}")
+                traceback.print_exc()
+    print(f"test_grid_blocks: {ok}/{len(tests)} passed")
+    return 0 if ok == len(tests) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
