@@ -86,6 +86,9 @@ def write_atomic(path, data: bytes):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the archive private to its writer
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
