@@ -9,8 +9,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import run_script_tests  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "accuracy_table.py")
@@ -66,19 +67,7 @@ def bad_inputs_fail(tmp):
 
 
 def main():
-    tests = [rows_are_exact, bad_inputs_fail]
-    ok = 0
-    for t in tests:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                t(tmp)
-                ok += 1
-                print(f"PASS {t.__name__}")
-            except Exception:
-                print(f"FAIL {t.__name__}")
-                traceback.print_exc()
-    print(f"test_accuracy_table: {ok}/{len(tests)} passed")
-    return 0 if ok == len(tests) else 1
+    return run_script_tests("test_accuracy_table", [rows_are_exact, bad_inputs_fail])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import lzma
 import os
 import subprocess
 import sys
-import tempfile
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import run_script_tests  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "grid_blocks.py")
@@ -70,18 +71,7 @@ def nothing_complete_is_error(tmp):
 
 
 def main():
-    tests = [rows_are_exact, nothing_complete_is_error]
-    ok = 0
-    for t in tests:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                t(tmp)
-                ok += 1
-            except Exception:
-                print(f"FAIL {t.__name__}")
-                traceback.print_exc()
-    print(f"test_grid_blocks: {ok}/{len(tests)} passed")
-    return 0 if ok == len(tests) else 1
+    return run_script_tests("test_grid_blocks", [rows_are_exact, nothing_complete_is_error])
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import lzma
 import os
 import subprocess
 import sys
-import tempfile
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import run_script_tests  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "results_archive.py")
@@ -121,19 +122,8 @@ def bad_input(tmp):
 
 
 def main():
-    tests = [complete_blocks_only, partial_then_complete, changed_record_is_error, restore_rebuilds_and_merges,
-             bad_input]
-    ok = 0
-    for t in tests:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                t(tmp)
-                ok += 1
-            except Exception:
-                print(f"FAIL {t.__name__}")
-                traceback.print_exc()
-    print(f"test_results_archive: {ok}/{len(tests)} passed")
-    return 0 if ok == len(tests) else 1
+    return run_script_tests("test_results_archive", [complete_blocks_only, partial_then_complete, changed_record_is_error, restore_rebuilds_and_merges,
+             bad_input])
 
 
 if __name__ == "__main__":
