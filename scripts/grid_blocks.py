@@ -17,26 +17,24 @@ import lzma
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results_archive  # noqa: E402  (the sample-file reader the archive uses)
+
 
 def load(path):
+    if not os.path.exists(path):
+        raise OSError(f"{path}: no such file or folder (a fkv-eval generate JSONL or a results_archive.py folder)")
     files = [path]
     if os.path.isdir(path):
         files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl.xz"))
     rows = {}
     for f in files:
-        opener = lzma.open if f.endswith(".xz") else open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            lines = fh.read().split("\n")
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                j = json.loads(line)
-            except json.JSONDecodeError:
-                if i >= len(lines) - 2:  # torn last line of a running or killed run
-                    continue
-                raise ValueError(f"{f} line {i + 1}: not JSON")
-            rows[(j["problem_index"], j["sample_index"])] = j
+        try:
+            lines = results_archive.read_lines(f)  # torn last line of a running or killed run tolerated
+        except results_archive.ArchiveError as e:
+            raise ValueError(str(e))
+        for key, line in lines.items():
+            rows[key] = json.loads(line)
     return rows
 
 
