@@ -26,20 +26,17 @@ def load(path):
         raise OSError(f"{path}: no such file or folder (a fkv-eval generate JSONL or a results_archive.py folder)")
     files = [path]
     if os.path.isdir(path):
-        files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl.xz"))
+        files = [f for _, _, _, f in results_archive.archived_blocks(path)]
     rows = {}
     for f in files:
-        try:
-            lines = results_archive.read_lines(f)  # torn last line of a running or killed run tolerated
-        except results_archive.ArchiveError as e:
-            raise ValueError(str(e))
-        for key, line in lines.items():
+        # a torn last line of a running or killed run is tolerated
+        for key, line in results_archive.read_lines(f).items():
             rows[key] = json.loads(line)
     return rows
 
 
-def run_name(path):
-    j = next(iter(load(path).values()), None)
+def run_name(path, rows):
+    j = next(iter(rows.values()), None)
     if j is None:
         return os.path.basename(path.rstrip("/"))
     return "full" if j.get("policy", "full") == "full" else f'{j["policy"]} B={j["budget"]}'
@@ -54,9 +51,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         data = [load(r) for r in a.runs]
-        names = [run_name(r) for r in a.runs]
+        names = [run_name(r, rows) for r, rows in zip(a.runs, data)]
         greedy = load(a.greedy) if a.greedy else None
-    except (OSError, ValueError, KeyError, lzma.LZMAError) as e:
+    except (OSError, ValueError, KeyError, lzma.LZMAError, results_archive.ArchiveError) as e:
         print(f"grid_blocks: {e}", file=sys.stderr)
         return 1
     common = None
