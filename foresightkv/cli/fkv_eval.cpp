@@ -38,6 +38,9 @@ int cmd_fidelity(const Args& a) {
   o.base.protect = a.get_int("protect", -1);
   o.base.query_window = a.get_int("query-window", -1);
   o.base.seed = static_cast<uint64_t>(a.get_int("seed", 0));
+  o.base.judge = a.get("judge", "");
+  o.model_path = model_path;
+  o.model_sha256 = fkv::evalrun::model_sha256(model_path);
   o.batch = a.get_int("batch", 4);
   o.limit = a.get_int("limit", 0);
   o.kv_f16 = a.get("kv-dtype", "f32") == "f16";
@@ -122,6 +125,7 @@ int cmd_generate(const Args& a) {
   if (a.has("protect")) c.eviction.protect = a.get_int("protect", c.eviction.protect);
   if (a.has("query-window")) c.eviction.query_window = a.get_int("query-window", c.eviction.query_window);
   if (a.has("variant")) c.eviction.variant = fkv::evict::parse_variant(a.get("variant"));
+  if (a.has("judge")) c.eviction.judge = a.get("judge");
   er::GenerateEvalRun r;
   r.model = a.require("model");
   r.weights = a.get("weights", "native");
@@ -150,7 +154,9 @@ std::vector<Command> commands() {
        "LM-loss ratio, KL, top-1 agreement of eviction policies on teacher-forced traces",
        {{"model", true, "GGUF file, HF directory or registry name", ""},
         {"traces", true, "trace file (.safetensors) or JSONL of prompt_ids/response_ids", ""},
-        {"policies", true, "comma list: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random, golden", ""},
+        {"policies", true, "comma list: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random, golden, "
+                           "foresightkv, foresightkv_topk", ""},
+        {"judge", true, "judge checkpoint for foresightkv* (default: the committed judge for the model, nearest B/L)", ""},
         {"budgets", true, "comma list of budgets B (entries kept per layer and KV head)", ""},
         {"window", true, "eviction interval L (chunk length, also the protected newest entries)", ""},
         {"variant", true, "intended (the method) or parity (the official code's behaviour)", "intended"},
@@ -222,7 +228,9 @@ std::vector<Command> commands() {
         {"chat-template", true, "chat template family override (qwen3, qwen2.5, deepseek-r1, smollm2, chatml, none)",
          ""},
         {"thinking", true, "qwen3 enable_thinking: on|off", "template default"},
-        {"policy", true, "eviction policy: full|streamingllm|h2o|snapkv|rkv|tova|knorm|random", "full"},
+        {"policy", true, "eviction policy: full|streamingllm|h2o|snapkv|rkv|tova|knorm|random|foresightkv|foresightkv_topk",
+         "full"},
+        {"judge", true, "judge checkpoint for foresightkv* (default: the committed judge for the model)", ""},
         {"budget", true, "KV budget B (entries per sequence, layer and KV head)", ""},
         {"window", true, "eviction interval L", ""},
         {"variant", true, "intended | parity", "intended"},

@@ -10,6 +10,8 @@
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
 #include "foresightkv/evict/config.h"
+#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/judge/policy.h"
 #include "foresightkv/core/json.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/io/npy.h"
@@ -293,6 +295,13 @@ int cmd_generate(const Args& a) {
   o.eviction.protect = a.get_int("protect", -1);
   o.eviction.query_window = a.get_int("query-window", -1);
   o.eviction.seed = static_cast<uint64_t>(a.get_int("seed", 0));
+  o.eviction.judge = a.get("judge", "");
+  {
+    const auto& mc = m->config();
+    fkv::judge::register_policies();
+    fkv::judge::resolve_judge(o.eviction, model_path, fkv::evalrun::model_sha256(model_path),
+                              {mc.n_layer, mc.n_head_kv, mc.head_dim, mc.n_head_q / mc.n_head_kv, 0});
+  }
   const int64_t n = a.get_int("num-sequences", 1);
   FKV_CHECK_ARG(n >= 1, "--num-sequences must be >= 1");
   o.max_batch = a.get_int("max-batch", 0);
@@ -380,7 +389,9 @@ std::vector<Command> commands() {
                     {"stop", true, "stop string", ""},
                     {"chunk", true, "prefill chunk", "512"},
                     {"ignore-eos", false, "do not stop at EOS (fixed-length runs for benchmarks)", ""},
-                    {"policy", true, "KV eviction policy: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random", "full"},
+                    {"policy", true, "KV eviction policy: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random, "
+                                     "foresightkv, foresightkv_topk", "full"},
+                    {"judge", true, "judge checkpoint for foresightkv* (default: the committed judge for the model)", ""},
                     {"budget", true, "eviction budget B per layer and KV head", ""},
                     {"window", true, "eviction interval L (new tokens between evictions)", ""},
                     {"variant", true, "intended | parity (docs/eviction.md)", "intended"},

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <numeric>
 
@@ -12,6 +13,7 @@
 #include "foresightkv/core/timer.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/evict/policy.h"
+#include "foresightkv/judge/policy.h"
 #include "foresightkv/runtime/evictor_taps.h"
 
 namespace fkv::evalrun {
@@ -30,7 +32,8 @@ struct RunOut {
 // entries (start <= B) and the chunks (hence every floating-point operation) are the same.
 RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Trace*>& batch,
                   const evict::EvictionConfig& cfg, int64_t L, bool kv_f16, const RunOut* full = nullptr,
-                  int64_t start_at = 0) {
+                  int64_t start_at = 0, const std::function<void(evict::Evictor&)>& prepare = {},
+                  bool want_logits = true) {
   const auto& mc = m.config();
   const int64_t n = static_cast<int64_t>(batch.size());
   int64_t Tmax = 0;
@@ -51,14 +54,16 @@ RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Tr
       g->set_labels(s, lb->drops);
     }
   }
+  if (prepare) prepare(ev);
   const int64_t cap = ev.enabled() ? std::min(Tmax + L, ev.config().capacity_for_chunk(L)) : Tmax + L;
   auto kvp = std::make_shared<cache::KvCache>(m.make_cache(n, cap, kv_f16 ? at::kHalf : at::kFloat));
   cache::KvCache& kv = *kvp;
   runtime::EvictorTaps tap(ev);
   RunOut out;
   out.cache = kvp;
-  for (int64_t s = 0; s < n; ++s)
-    out.logits.push_back(at::empty({batch[s]->length() - batch[s]->prompt_len, mc.n_vocab}, at::kFloat));
+  if (want_logits)
+    for (int64_t s = 0; s < n; ++s)
+      out.logits.push_back(at::empty({batch[s]->length() - batch[s]->prompt_len, mc.n_vocab}, at::kFloat));
   const double t0 = now_seconds();
   start_at = std::min(start_at, (Tmax / L) * L);
   if (full && start_at > 0) {
@@ -71,7 +76,7 @@ RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Tr
       const int64_t len = batch[s]->length();
       if (len < start_at) kv.pop_back(s, start_at - len);
       const int64_t p0 = batch[s]->prompt_len - 1, upto = std::min(start_at, len - 1);  // positions p0 .. upto-1
-      if (upto > p0) out.logits[s].narrow(0, 0, upto - p0).copy_(full->logits[s].narrow(0, 0, upto - p0));
+      if (upto > p0 && want_logits) out.logits[s].narrow(0, 0, upto - p0).copy_(full->logits[s].narrow(0, 0, upto - p0));
     }
   } else {
     start_at = 0;
@@ -89,9 +94,11 @@ RunOut run_chunks(const model::Transformer& m, const std::vector<const trace::Tr
       }
     }
     ev.begin_forward(pos, real);
-    at::Tensor lg = m.forward(ids, pos, kv, model::Logits::All, ev.enabled() ? &tap : nullptr);  // [n, T, V]
+    at::Tensor lg = m.forward(ids, pos, kv, want_logits ? model::Logits::All : model::Logits::None,
+                              ev.enabled() ? &tap : nullptr);  // [n, T, V]
     for (int64_t s = 0; s < n; ++s) {
       if (real[s] < T) kv.pop_back(s, T - real[s]);
+      if (!want_logits) continue;
       const int64_t p0 = batch[s]->prompt_len - 1, last = batch[s]->length() - 2;
       for (int64_t i = 0; i < real[s]; ++i) {
         const int64_t q = start + i;
@@ -112,6 +119,16 @@ struct TokenStats {
 };
 
 }  // namespace
+
+TeacherForcedStats run_teacher_forced(const model::Transformer& m, const std::vector<const trace::Trace*>& batch,
+                                      const evict::EvictionConfig& cfg, bool kv_f16,
+                                      const std::function<void(evict::Evictor&)>& prepare) {
+  judge::register_policies();
+  evict::EvictionConfig c = cfg;
+  c.trigger = evict::Trigger::Length;
+  RunOut r = run_chunks(m, batch, c.resolved(), c.window, kv_f16, nullptr, 0, prepare, /*want_logits=*/false);
+  return {r.events, r.seconds, r.eviction_seconds};
+}
 
 json FidelityRow::to_json() const {
   return json{{"policy", policy},
@@ -137,6 +154,7 @@ json FidelityRow::to_json() const {
 }
 
 FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& set, const FidelityOptions& opt) {
+  judge::register_policies();
   const int64_t L = opt.base.window;
   FKV_CHECK_ARG(L > 0, "fidelity: --window (eviction interval L) must be > 0");
   FKV_CHECK_ARG(!opt.policies.empty(), "fidelity: no policies given");
@@ -178,6 +196,8 @@ FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& 
       r.cfg.budget = b;
       r.cfg.trigger = evict::Trigger::Length;  // chunk schedule of spec §A.1, whatever the variant
       r.cfg = r.cfg.resolved();
+      judge::resolve_judge(r.cfg, opt.model_path, opt.model_sha256,
+                           {mc.n_layer, mc.n_head_kv, mc.head_dim, mc.n_head_q / mc.n_head_kv, 0});
       FKV_CHECK_ARG(p != "golden" || b % L == 0, "golden: budget {} must be a multiple of the window {}", b, L);
       r.row.policy = p;
       r.row.budget = b;
@@ -219,11 +239,13 @@ FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& 
         // share the full run's prefix up to the last chunk boundary <= B (no eviction can happen before it)
         // (not when the first event observes more than the last chunk's queries: intended accumulators see every
         // query since the start)
-        const bool acc_first = r.cfg.variant == evict::Variant::Intended &&
-                               evict::make_policy(r.cfg)->needs_accumulators();
+        const bool acc_first = evict::make_policy(r.cfg)->first_event_sees_history(r.cfg.variant);
         const int64_t start_at =
             opt.share_prefix && r.cfg.query_window <= L && !acc_first ? (r.cfg.budget / L) * L : 0;
-        ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16, &ref, start_at);
+        // random choices (random, foresightkv) keyed by the trace's index in the set, not its batch row
+        ev = run_chunks(m, batch, r.cfg, L, opt.kv_f16, &ref, start_at, [&](evict::Evictor& e) {
+          for (size_t s = 0; s < batch.size(); ++s) e.set_stream(static_cast<int64_t>(s), b0 + s);
+        });
       }
       r.row.seconds += ev.seconds;
       r.row.eviction_seconds += ev.eviction_seconds;

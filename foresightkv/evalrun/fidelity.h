@@ -7,11 +7,13 @@
 // budget >= the trace length reproduces it bit for bit. Losses count response tokens only: token t
 // (t >= prompt length) is scored from the logits at position t-1.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "foresightkv/core/json.h"
 #include "foresightkv/evict/config.h"
+#include "foresightkv/evict/evictor.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/trace/trace_file.h"
 
@@ -27,6 +29,7 @@ struct FidelityOptions {
   std::string per_token_path;         // optional JSONL with one line per (row, trace, scored token)
   double low_entropy_fraction = 0.8;  // tokens with entropy in the bottom 80 % are "low-entropy" (paper Table 1)
   bool share_prefix = true;           // evicted runs reuse the full run's work before the first possible eviction
+  std::string model_path, model_sha256;  // foresightkv rows without base.judge: the committed judge for this model
 };
 
 struct FidelityRow {
@@ -47,6 +50,18 @@ struct FidelityReport {
   int64_t traces = 0, tokens = 0;
   double full_seconds = 0;
 };
+
+/// One teacher-forced chunked run of `batch` under `cfg` (the A-train schedule above: chunks of cfg.window, Length
+/// trigger; golden labels attached for policy "golden"), without logits, for callers that observe the eviction
+/// events (fkv-train's feature extraction): `prepare` runs once the Evictor exists, before the first forward (e.g.
+/// Evictor::set_policy with a recording wrapper).
+struct TeacherForcedStats {
+  int64_t events = 0;
+  double seconds = 0, eviction_seconds = 0;
+};
+TeacherForcedStats run_teacher_forced(const model::Transformer& model, const std::vector<const trace::Trace*>& batch,
+                                      const evict::EvictionConfig& cfg, bool kv_f16,
+                                      const std::function<void(evict::Evictor&)>& prepare);
 
 FidelityReport run_fidelity(const model::Transformer& model, const trace::TraceSet& traces,
                             const FidelityOptions& opt);

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "foresightkv/core/error.h"
+#include "foresightkv/judge/policy.h"
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
@@ -85,6 +86,10 @@ json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, con
                   const std::string& weights, const std::string& activations) {
   json cfg = c.to_json();
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
+  // the learned policies: the judge's content, not where the file lies, decides the samples
+  if (cfg.contains("eviction") && cfg["eviction"].contains("judge")) {
+    cfg["eviction"]["judge"] = sha256_file(c.eviction.judge);
+  }
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
   if (weights != "native") j["weights"] = weights;
   if (activations != "f32") j["activations"] = activations;
@@ -566,10 +571,12 @@ json summarize(const GenerateEvalConfig& c, const std::vector<json>& rows, const
 
 json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& run) {
   FKV_CHECK_ARG(!run.output.empty(), "generate: an output JSONL path is needed (--output F.jsonl)");
-  const GenerateEvalConfig c = config.resolved();
+  judge::register_policies();
+  GenerateEvalConfig c = config.resolved();
   const std::string model_path = resolve_model(run.model);
   const double t_hash = now_seconds();
   const std::string model_sha = model_sha256(model_path);
+  judge::resolve_judge(c.eviction, model_path, model_sha, judge::JudgeShape{});  // shape checked once loaded
   const std::string ds_path = c.problems_file.empty() ? dataset_file(c.data_dir, c.dataset) : c.problems_file;
   const std::string ds_sha = sha256_file(ds_path);
   FKV_LOG_DEBUG("hashed model and data in {:.1f} s", now_seconds() - t_hash);
@@ -618,6 +625,11 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
     lo.weight_format = run.weights;
     lo.activations = run.activations;
     auto model = model::Transformer::load(model_path, lo);
+    if (!c.eviction.judge.empty()) {
+      const auto& mc = model->config();
+      judge::load_judge_cached(c.eviction.judge)
+          ->check_model({mc.n_layer, mc.n_head_kv, mc.head_dim, mc.n_head_q / mc.n_head_kv, 0}, c.eviction.judge);
+    }
     const text::Tokenizer tok = text::Tokenizer::from_file(model_path);
     std::optional<text::ChatTemplate> tpl;
     if (c.prompt.chat_template != "none") tpl = text::ChatTemplate::for_tokenizer(tok, c.prompt.chat_template);

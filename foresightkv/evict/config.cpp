@@ -8,7 +8,8 @@ namespace fkv::evict {
 
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = {"full", "streamingllm", "h2o",    "snapkv", "rkv",
-                                                  "tova", "knorm",        "random", "golden"};
+                                                  "tova", "knorm",        "random", "golden",
+                                                  "foresightkv", "foresightkv_topk"};
   return names;
 }
 
@@ -39,7 +40,8 @@ EvictionConfig EvictionConfig::resolved() const {
   EvictionConfig c = *this;
   const auto& names = policy_names();
   FKV_CHECK_ARG(std::find(names.begin(), names.end(), c.policy) != names.end(),
-                "unknown eviction policy '{}'; valid: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random, golden",
+                "unknown eviction policy '{}'; valid: full, streamingllm, h2o, snapkv, rkv, tova, knorm, random, golden, "
+                "foresightkv, foresightkv_topk",
                 c.policy);
   c.trigger = c.effective_trigger();
   if (c.is_full()) return c;
@@ -53,6 +55,8 @@ EvictionConfig EvictionConfig::resolved() const {
       c.query_window = 8;  // official window_size default (spec §F.0)
     else if (c.policy == "tova")
       c.query_window = 1;  // TOVA scores by the newest query's attention
+    else if (c.policy == "foresightkv" || c.policy == "foresightkv_topk")
+      c.query_window = c.window;  // the judge's statistics: the last segment's L queries (spec §B.2)
     else
       c.query_window = 0;
   }
@@ -84,7 +88,7 @@ int64_t EvictionConfig::capacity_for_chunk(int64_t chunk) const {
 }
 
 json EvictionConfig::to_json() const {
-  return json{{"policy", policy},
+  json j{{"policy", policy},
               {"budget", budget},
               {"window", window},
               {"protect", protect},
@@ -97,13 +101,15 @@ json EvictionConfig::to_json() const {
               {"similarity_threshold", similarity_threshold},
               {"decay", decay},
               {"seed", seed}};
+  if (!judge.empty()) j["judge"] = judge;
+  return j;
 }
 
 EvictionConfig EvictionConfig::from_json(const json& j) {
   FKV_CHECK_ARG(j.is_object(), "eviction config must be a JSON object");
   check_keys(j,
              {"policy", "budget", "window", "protect", "query_window", "variant", "trigger", "sink_tokens",
-              "pool_kernel", "mix_lambda", "similarity_threshold", "decay", "seed"},
+              "pool_kernel", "mix_lambda", "similarity_threshold", "decay", "seed", "judge"},
              "eviction config");
   EvictionConfig c;
   try {
@@ -120,6 +126,7 @@ EvictionConfig EvictionConfig::from_json(const json& j) {
     if (j.contains("similarity_threshold")) c.similarity_threshold = j.at("similarity_threshold").get<double>();
     if (j.contains("decay")) c.decay = j.at("decay").get<double>();
     if (j.contains("seed")) c.seed = j.at("seed").get<uint64_t>();
+    if (j.contains("judge")) c.judge = j.at("judge").get<std::string>();
   } catch (const json::exception& e) {
     throw InvalidArgument(fmt::format("eviction config: wrong value type ({})", e.what()));
   }

@@ -21,7 +21,7 @@ enum class Trigger {
 };
 
 struct EvictionConfig {
-  std::string policy = "full";  // full|streamingllm|h2o|snapkv|rkv|tova|knorm|random|golden
+  std::string policy = "full";  // full|streamingllm|h2o|snapkv|rkv|tova|knorm|random|golden|foresightkv|foresightkv_topk
   int64_t budget = 0;           // B: entries kept per (sequence, layer, KV head) after an eviction
   int64_t window = 0;           // L: eviction interval in new tokens
   int64_t protect = -1;         // newest entries never candidates; -1 = policy/variant default (L; 8 for parity SnapKV/R-KV)
@@ -33,7 +33,8 @@ struct EvictionConfig {
   double mix_lambda = 0.1;        // rkv: weight of the attention term
   double similarity_threshold = 0.5;  // rkv: "last duplicate" threshold
   double decay = 0.9;             // decayed accumulator
-  uint64_t seed = 0;              // random policy
+  uint64_t seed = 0;              // random policy; foresightkv's sampled drop sets
+  std::string judge;              // foresightkv*: judge checkpoint (safetensors file or HF directory)
 
   Trigger effective_trigger() const;
   bool is_full() const { return policy == "full"; }
@@ -43,7 +44,8 @@ struct EvictionConfig {
   int64_t capacity_for_chunk(int64_t chunk) const;
   json to_json() const;
   /// Strict keys: policy, budget, window, protect, query_window, variant, trigger, sink_tokens, pool_kernel,
-  /// mix_lambda, similarity_threshold, decay, seed.
+  /// mix_lambda, similarity_threshold, decay, seed, judge. to_json() writes "judge" only when set, so configs
+  /// recorded before the learned policies existed compare equal.
   static EvictionConfig from_json(const json& j);
 };
 

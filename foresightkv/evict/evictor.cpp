@@ -48,8 +48,8 @@ void Evictor::set_policy(std::unique_ptr<Policy> p) {
     // Intended accumulators start from every query since the beginning (spec §P.2 (i): CUM = sum over the first
     // chunk's queries), so the ring keeps up to B + L queries for the first event; later events read the newest
     // query_window of them.
-    qcap_ = want_acc_ && cfg_.variant == Variant::Intended ? std::max(cfg_.query_window, cfg_.budget + cfg_.window)
-                                                           : cfg_.query_window;
+    qcap_ = policy_->first_event_sees_history(cfg_.variant) ? std::max(cfg_.query_window, cfg_.budget + cfg_.window)
+                                                             : cfg_.query_window;
     for (int64_t l = 0; l < n_layer_; ++l)
       qbuf_.push_back(at::zeros({n_seq_, n_head_, qcap_, head_dim_}, at::kFloat));
     qpos_ = at::full({n_seq_, qcap_}, -1, at::kLong);

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <random>
 
 #include "foresightkv/core/error.h"
@@ -239,7 +241,32 @@ at::Tensor GoldenPolicy::select(const LayerView& v) {
   return idx.masked_select(keep_mask).view({H, v.budget}).contiguous();
 }
 
+namespace {
+std::map<std::string, PolicyFactory>& registry() {
+  static std::map<std::string, PolicyFactory> r;
+  return r;
+}
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
+void register_policy(const std::string& name, PolicyFactory factory) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry()[name] = std::move(factory);
+}
+
 std::unique_ptr<Policy> make_policy(const EvictionConfig& c) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto it = registry().find(c.policy);
+    if (it != registry().end()) return it->second(c);
+  }
+  if (c.policy == "foresightkv" || c.policy == "foresightkv_topk")
+    throw InvalidArgument(fmt::format("policy '{}' is the learned judge (fkv_judge library): call "
+                                      "fkv::judge::register_policies() before building an Evictor",
+                                      c.policy));
   const bool parity = c.variant == Variant::Parity;
   if (c.policy == "streamingllm") return std::make_unique<Streaming>(c.sink_tokens);
   if (c.policy == "h2o") return std::make_unique<H2O>(parity);

@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,9 @@ class Policy {
   virtual bool needs_attention() const { return false; }
   /// Needs the cum/dec accumulators (implies needs_attention).
   virtual bool needs_accumulators() const { return false; }
+  /// The first event observes every query since the start (up to B + L), not only the last query_window:
+  /// accumulators that start from the whole history (spec §P.2 (i)). Default: intended accumulator policies.
+  virtual bool first_event_sees_history(Variant v) const { return v == Variant::Intended && needs_accumulators(); }
   /// Keep slots: [Hkv, B] int64, distinct per row, each < N, every one of the newest `protect` slots
   /// present. Row order is the physical order after compaction.
   virtual at::Tensor select(const LayerView& view) = 0;
@@ -61,7 +65,13 @@ class GoldenPolicy : public Policy {
 };
 
 /// Build a policy by name for a resolved config. Throws InvalidArgument listing the valid names.
+/// Policies defined above evict/ (the learned judge, foresightkv/judge/) come from the registry below.
 std::unique_ptr<Policy> make_policy(const EvictionConfig& resolved);
+
+/// Factories for policies that live in modules above evict/ (dependencies point downward, so evict/ cannot
+/// construct them itself). fkv::judge::register_policies() adds "foresightkv" and "foresightkv_topk".
+using PolicyFactory = std::function<std::unique_ptr<Policy>(const EvictionConfig& resolved)>;
+void register_policy(const std::string& name, PolicyFactory factory);
 
 /// Max-pool along the last axis with stride 1 and same-size output (padding kernel/2 with -inf), as
 /// torch.nn.functional.max_pool1d(kernel, 1, kernel // 2).

@@ -10,6 +10,7 @@
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/timer.h"
 #include "foresightkv/evict/evictor.h"
+#include "foresightkv/judge/policy.h"
 #include "foresightkv/runtime/evictor_taps.h"
 
 namespace fkv::runtime {
@@ -106,6 +107,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   // Vocabulary padding rows of the embedding (ids >= tokenizer size) are never sampled.
   Sampler sampler(opt.sampling, tokenizer_.vocab_size());
   const int64_t pad_id = eos.empty() || eos.front() < 0 ? 0 : eos.front();  // (a -1 "never stop" id is no token)
+  judge::register_policies();  // the learned policies (foresightkv, foresightkv_topk) by name
   auto make_evictor = [&](int64_t rows) {
     return evict::Evictor(opt.eviction, rows, cfg.n_layer, cfg.n_head_q, cfg.n_head_kv, cfg.head_dim);
   };

@@ -1,0 +1,133 @@
+// fkv-train: training the judge (foresightkv-spec.md §D, §E).
+//   sft     supervised distillation of Golden Eviction (feature store + pairwise ranking loss)
+//   import  a judge from an official ForesightKV HF checkpoint (only the judge_model keys are read)
+// Thin: parsing and printing only; the work lives in foresightkv/train/ and foresightkv/judge/.
+#include <ATen/Parallel.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "foresightkv/cli/args.h"
+#include "foresightkv/core/error.h"
+#include "foresightkv/core/file.h"
+#include "foresightkv/core/logging.h"
+#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/judge/judge.h"
+#include "foresightkv/model/transformer.h"
+#include "foresightkv/runtime/bench.h"
+#include "foresightkv/train/sft.h"
+
+using fkv::json;
+using fkv::cli::Args;
+using fkv::cli::Command;
+using fkv::cli::OptionSpec;
+
+namespace {
+
+std::string dashed(std::string k) {
+  for (auto& c : k)
+    if (c == '_') c = '-';
+  return k;
+}
+
+// Config keys overridable as --KEY (dashes): values parsed as the type the default config has.
+json apply_overrides(json cfg, const Args& a, const std::vector<std::string>& keys, const json& defaults) {
+  for (const auto& k : keys) {
+    const std::string opt = dashed(k);
+    if (!a.has(opt)) continue;
+    const json& d = defaults.at(k);
+    const std::string v = a.get(opt);
+    if (d.is_string()) cfg[k] = v;
+    else if (d.is_number_integer() || d.is_number_unsigned()) cfg[k] = a.get_int(opt, 0);
+    else cfg[k] = a.get_double(opt, 0);
+  }
+  return cfg;
+}
+
+int cmd_sft(const Args& a) {
+  const json defaults = fkv::train::SftConfig{}.to_json();
+  json cfg = a.has("config") ? fkv::read_json_file(a.get("config")) : json::object();
+  FKV_CHECK_ARG(cfg.is_object(), "--config: expected a JSON object");
+  cfg = apply_overrides(cfg, a, fkv::train::SftConfig::keys(), defaults);
+  const fkv::train::SftConfig c = fkv::train::SftConfig::from_json(cfg);
+  const fkv::train::SftResult r = fkv::train::run_sft(c, a.require("output"), a.flag("resume"));
+  std::cout << json{{"final", r.final_path},
+                    {"steps_run", r.steps_run},
+                    {"seconds", r.seconds},
+                    {"extract_seconds", r.extract_seconds},
+                    {"train_seconds", r.train_seconds},
+                    {"peak_rss_bytes", fkv::runtime::peak_rss_bytes()},
+                    {"last", r.last_log}}
+                   .dump()
+            << "\n";
+  return 0;
+}
+
+int cmd_import(const Args& a) {
+  fkv::judge::Judge j = fkv::judge::Judge::load(a.require("hf"));
+  const std::string mp = fkv::model::resolve_model_path(a.require("model"));
+  auto m = fkv::model::Transformer::load(mp);
+  const auto& c = m->config();
+  j.adopt_model_shape({c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, j.shape().hidden}, a.get("hf"));
+  json& meta = j.meta();
+  meta["kind"] = "judge";
+  meta["model_sha256"] = fkv::evalrun::model_sha256(mp);
+  meta["model"] = mp;
+  meta["variant"] = a.get("variant", "parity");
+  meta["budget"] = a.get_int("budget", 1024);
+  meta["window"] = a.get_int("window", 128);
+  meta["imported_from"] = a.get("hf");
+  j.save(a.require("output"));
+  std::cout << json{{"output", a.get("output")}, {"layers", j.shape().n_layer}, {"kv_heads", j.shape().n_head_kv},
+                    {"features", j.shape().n_feature()}, {"hidden", j.shape().hidden}}
+                   .dump()
+            << "\n";
+  return 0;
+}
+
+std::vector<OptionSpec> sft_spec() {
+  std::vector<OptionSpec> s = {{"config", true, "JSON config (configs/train/sft_*.json); every key below overrides it", ""},
+                               {"output", true, "output directory (log.jsonl, checkpoints, final.safetensors)", ""},
+                               {"resume", false, "continue the run in --output from its checkpoint", ""}};
+  const json d = fkv::train::SftConfig{}.to_json();
+  for (const auto& k : fkv::train::SftConfig::keys())
+    s.push_back({dashed(k), true, "config key " + k, d.at(k).is_string() ? d.at(k).get<std::string>() : d.at(k).dump()});
+  s.push_back({"log-level", true, "log level", "info"});
+  s.push_back({"help", false, "show this help", ""});
+  return s;
+}
+
+std::vector<Command> commands() {
+  return {
+      {"sft",
+       "fkv-train sft --config configs/train/sft_<model>.json [--KEY VALUE ...] --output DIR [--resume]\n"
+       "  Extracts the judge's inputs along every trace's golden trajectory into a feature store (resumable), then\n"
+       "  trains the judge with the pairwise ranking hinge (spec §D): Adam, warm-up + cosine, batch of traces,\n"
+       "  global-norm clip. Writes DIR/log.jsonl (one line per step: loss, ranking accuracy, lr, grad norm, rows/s),\n"
+       "  DIR/checkpoint.safetensors (judge + optimizer state, for --resume), DIR/step_NNNNNN.safetensors and\n"
+       "  DIR/final.safetensors (the judge; fkv-eval/fkv-model --judge).\n"
+       "options:",
+       "supervised training of the judge on Golden Eviction labels", sft_spec(), cmd_sft},
+      {"import",
+       "fkv-train import --hf CHECKPOINT --model M --output judge.safetensors [--variant parity] [--budget 1024]\n"
+       "       [--window 128]\n"
+       "  Reads only the judge_model tensors of an official ForesightKV checkpoint (file or HF directory, bf16) and\n"
+       "  writes an fkv judge file for model M (shapes checked against it).\n"
+       "options:",
+       "import a judge from an official HF checkpoint",
+       {{"hf", true, "official checkpoint (file or directory)", ""},
+        {"model", true, "the model the judge belongs to (GGUF, HF dir or registry name)", ""},
+        {"output", true, "judge file (.safetensors)", ""},
+        {"variant", true, "feature variant the judge expects", "parity"},
+        {"budget", true, "budget B it was trained for", "1024"},
+        {"window", true, "eviction length L it was trained for", "128"},
+        {"log-level", true, "log level", "info"},
+        {"help", false, "show this help", ""}},
+       cmd_import},
+  };
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return fkv::cli::run_subcommands("fkv-train", argc, argv, commands()); }
