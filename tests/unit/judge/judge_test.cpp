@@ -21,6 +21,8 @@
 #include "foresightkv/judge/judge.h"
 #include "foresightkv/judge/policy.h"
 #include "foresightkv/runtime/evictor_taps.h"
+#include "foresightkv/runtime/generator.h"
+#include "foresightkv/text/tokenizer.h"
 #include "foresightkv/trace/labeler.h"
 #include "support/model_fixtures.h"
 
@@ -493,4 +495,41 @@ TEST_CASE("committed-judge lookup picks the model's judge with the nearest (B, L
   CHECK(judge::find_committed_judge("aaa", 32, 16, dir) == dir + "/a.b64w16.safetensors");
   CHECK(judge::find_committed_judge("aaa", 96, 16, dir) == dir + "/a.b128w16.safetensors");  // tie: larger B
   CHECK(judge::find_committed_judge("ccc", 64, 16, dir).empty());
+}
+
+TEST_CASE("generation with foresightkv: evicts, seeded per sequence, continuous batching changes nothing",
+          "[unit][judge]") {
+  judge::register_policies();
+  auto m = model::Transformer::load(test::load_bundle("qwen2_g2_bias").dir);
+  const auto& c = m->config();
+  const text::Tokenizer tok = text::Tokenizer::from_file(test::test_data("text/synthetic_a"));
+  judge::Judge j = judge::Judge::init({c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, 16}, 0.5, 9);
+  j.meta()["variant"] = "intended";
+  const std::string f = tmp_path("judge_gen.safetensors");
+  j.save(f);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 70;
+  o.sampling.temperature = 0.8f;
+  o.seed = 4;
+  o.eos_ids = {-1};
+  o.eviction.policy = "foresightkv";
+  o.eviction.budget = 16;
+  o.eviction.window = 8;
+  o.eviction.judge = f;
+  o.eviction.seed = 4;
+  std::vector<std::vector<int32_t>> prompts = {{5, 9, 13, 40}, {7, 7, 100, 3, 60, 2}, {11, 12}};
+  runtime::Generator gen(*m, tok);
+  auto all = gen.generate(prompts, o);
+  o.max_batch = 1;  // one row at a time, refilled: the same tokens per sequence
+  auto one = gen.generate(prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("sequence " << i);
+    CHECK(all[i].ids.size() == 70);
+    CHECK(all[i].eviction_events > 0);
+    CHECK(all[i].peak_entries <= 16 + 8);
+    CHECK(all[i].ids == one[i].ids);
+  }
+  o.eviction.policy = "foresightkv_topk";
+  auto topk = gen.generate(prompts, o);
+  CHECK(topk[0].eviction_events == all[0].eviction_events);
 }
