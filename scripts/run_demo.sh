@@ -25,14 +25,22 @@ echo
 echo "--- the same question under H2O eviction (B = 64 entries per layer and KV head, evict every 16 tokens):"
 "$BIN/fkv-model" generate --model "$MODEL" --chat "$QUESTION
 $SUFFIX" --greedy --max-new-tokens 256 --policy h2o --budget 64 --window 16
-# Small golden-trace -> fidelity pipeline (resumable; outputs under runs/demo/).
+# Small trace -> golden labels -> SFT of the judge -> fidelity pipeline (resumable; outputs under runs/demo/).
 if [ -f "$DATA/train/gsm8k_train.jsonl" ]; then
   mkdir -p runs/demo
-  echo "--- golden traces: 4 GSM8K training problems, labels for B = 64, W = 16"
+  echo "--- golden traces: 4 GSM8K training problems (held out), labels for B = 64, W = 16"
   "$BIN/fkv-trace" generate --model "$MODEL" --output runs/demo/traces.safetensors --data-dir "$DATA" \
     --limit 4 --max-new-tokens 192 --budgets 64 --window 16 --log-level warn
-  echo "--- trace fidelity (LM-loss ratio evicted/full; golden is the oracle):"
+  echo "--- training traces for the judge: 12 other GSM8K training problems"
+  "$BIN/fkv-trace" generate --model "$MODEL" --output runs/demo/train.safetensors --data-dir "$DATA" \
+    --offset 4 --limit 12 --max-new-tokens 192 --budgets 64 --window 16 --log-level warn > /dev/null
+  echo "--- fkv-train sft: 150 steps of the pairwise ranking loss on the golden trajectories"
+  RESUME=""; [ -f runs/demo/sft/checkpoint.safetensors ] && RESUME="--resume"
+  "$BIN/fkv-train" sft --model "$MODEL" --traces runs/demo/train.safetensors --eval-traces runs/demo/traces.safetensors \
+    --budget 64 --window 16 --steps 150 --checkpoint-every 50 --output runs/demo/sft $RESUME --log-level warn > /dev/null
+  echo "--- trace fidelity on the held-out traces (LM-loss ratio evicted/full; golden is the oracle,"
+  echo "    foresightkv/foresightkv_topk use the judge just trained):"
   "$BIN/fkv-eval" fidelity --model "$MODEL" --traces runs/demo/traces.safetensors \
-    --policies golden,h2o,snapkv,rkv,tova,streamingllm,knorm,random --budgets 64 --window 16 \
-    --output runs/demo/fidelity.json > /dev/null
+    --policies golden,foresightkv,foresightkv_topk,h2o,snapkv,rkv,tova,streamingllm,knorm,random --budgets 64 \
+    --window 16 --judge runs/demo/sft/final.safetensors --output runs/demo/fidelity.json > /dev/null
 fi

@@ -1,5 +1,5 @@
 // fkv-eval: evaluation tools. Subcommands: grade (score JSONL responses with the protocol's grader,
-// foresightkv-spec.md §G.4). Thin: parsing and printing only; the work lives in foresightkv/eval/.
+// foresightkv-spec.md §G.4). Thin: parsing and printing only; the work lives in foresightkv/grading/.
 // New subcommands (fidelity, generate, ...) are one entry in commands() plus a cmd_* function.
 #include <iostream>
 #include <string>
@@ -8,12 +8,12 @@
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 #include "foresightkv/model/weights.h"
 #include "foresightkv/trace/trace_file.h"
-#include "foresightkv/eval/grade_jsonl.h"
-#include "foresightkv/eval/grader.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/grading/grade_jsonl.h"
+#include "foresightkv/grading/grader.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/core/logging.h"
 #include <ATen/Parallel.h>
 
@@ -23,14 +23,14 @@ using fkv::cli::OptionSpec;
 
 namespace {
 
-// fidelity: teacher-forced trace fidelity under eviction (foresightkv/evalrun/fidelity.h).
+// fidelity: teacher-forced trace fidelity under eviction (foresightkv/harness/fidelity.h).
 int cmd_fidelity(const Args& a) {
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   const std::string model_path = fkv::model::resolve_model_path(a.require("model"));
   auto model = fkv::model::Transformer::load(model_path);
   const std::string traces_path = a.require("traces");
   const fkv::trace::TraceSet set = fkv::trace::read_trace_set(traces_path);
-  fkv::evalrun::FidelityOptions o;
+  fkv::harness::FidelityOptions o;
   for (const std::string& p : fkv::cli::split_list(a.require("policies"))) o.policies.push_back(p);
   if (a.has("budgets")) o.budgets = fkv::cli::parse_int_list(a.get("budgets"), "--budgets");
   o.base.window = a.get_int("window", 0);
@@ -40,13 +40,13 @@ int cmd_fidelity(const Args& a) {
   o.base.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   o.base.judge = a.get("judge", "");
   o.model_path = model_path;
-  o.model_sha256 = fkv::evalrun::model_sha256(model_path);
+  o.model_sha256 = fkv::harness::model_sha256(model_path);
   o.batch = a.get_int("batch", 4);
   o.limit = a.get_int("limit", 0);
   o.kv_f16 = a.get("kv-dtype", "f32") == "f16";
   FKV_CHECK_ARG(a.get("kv-dtype", "f32") == "f32" || o.kv_f16, "--kv-dtype must be f32 or f16");
   o.per_token_path = a.get("per-token", "");
-  const fkv::evalrun::FidelityReport rep = fkv::evalrun::run_fidelity(*model, set, o);
+  const fkv::harness::FidelityReport rep = fkv::harness::run_fidelity(*model, set, o);
   fkv::json rows = fkv::json::array();
   for (const auto& r : rep.rows) rows.push_back(r.to_json());
   fkv::json out = {{"kind", "fidelity"},
@@ -71,19 +71,19 @@ int cmd_fidelity(const Args& a) {
 }
 
 int cmd_grade(const Args& a) {
-  fkv::eval::GradeJsonlOptions o;
+  fkv::grading::GradeJsonlOptions o;
   o.input = a.require("input");
   o.output = a.require("output");
-  o.dataset = fkv::eval::parse_dataset(a.get("dataset", "math"));
+  o.dataset = fkv::grading::parse_dataset(a.get("dataset", "math"));
   o.field = a.get("field", "response");
-  const fkv::eval::GradeSummary s = fkv::eval::grade_jsonl(o);
+  const fkv::grading::GradeSummary s = fkv::grading::grade_jsonl(o);
   std::cout << s.to_json_line() << "\n";
   return 0;
 }
 
 // fkv-eval generate: options override the --config file's fields, then the runner does the work.
 int cmd_generate(const Args& a) {
-  namespace er = fkv::evalrun;
+  namespace er = fkv::harness;
   const int64_t threads = a.get_int("threads", 2);
   FKV_CHECK_ARG(threads > 0, "--threads must be positive, got {}", threads);
   at::set_num_threads(static_cast<int>(threads));

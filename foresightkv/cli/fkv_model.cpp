@@ -10,7 +10,7 @@
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
 #include "foresightkv/evict/config.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/judge/policy.h"
 #include "foresightkv/core/json.h"
 #include "foresightkv/core/logging.h"
@@ -299,7 +299,7 @@ int cmd_generate(const Args& a) {
   {
     const auto& mc = m->config();
     fkv::judge::register_policies();
-    fkv::judge::resolve_judge(o.eviction, model_path, fkv::evalrun::model_sha256(model_path),
+    fkv::judge::resolve_judge(o.eviction, model_path, fkv::harness::model_sha256(model_path),
                               {mc.n_layer, mc.n_head_kv, mc.head_dim, mc.n_head_q / mc.n_head_kv, 0});
   }
   const int64_t n = a.get_int("num-sequences", 1);

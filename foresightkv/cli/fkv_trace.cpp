@@ -2,7 +2,7 @@
 //   generate  problems -> reasoning traces (full cache) -> filters -> per-token NLL/entropy + Golden Eviction labels
 //   label     add NLL/entropy and labels to existing token sequences (JSONL or trace file)
 //   inspect   summary of a trace file and a retention heat map (data for scripts/plot_results.py)
-// Thin: parsing and printing only; the work lives in foresightkv/trace/ and foresightkv/evalrun/.
+// Thin: parsing and printing only; the work lives in foresightkv/trace/ and foresightkv/harness/.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -17,7 +17,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/model/weights.h"
 #include "foresightkv/runtime/bench.h"
 #include "foresightkv/trace/labeler.h"
@@ -35,7 +35,7 @@ bool exists(const std::string& p) { return fs::exists(p); }
 
 fkv::json model_header(const std::string& path, const fkv::model::Transformer& m) {
   const auto& c = m.config();
-  return {{"path", path}, {"sha256", fkv::evalrun::model_sha256(path)}, {"n_layer", c.n_layer},
+  return {{"path", path}, {"sha256", fkv::harness::model_sha256(path)}, {"n_layer", c.n_layer},
           {"n_head_q", c.n_head_q}, {"n_head_kv", c.n_head_kv}, {"head_dim", c.head_dim}, {"n_vocab", c.n_vocab}};
 }
 
@@ -126,8 +126,8 @@ int cmd_label(const Args& a) {
 int cmd_generate(const Args& a) {
   const std::string out = a.require("output");
   FKV_CHECK_ARG(out.size() > 12 && out.substr(out.size() - 12) == ".safetensors", "--output must end in .safetensors");
-  fkv::evalrun::GenerateEvalConfig c;
-  if (a.has("config")) c = fkv::evalrun::GenerateEvalConfig::load(a.get("config"));
+  fkv::harness::GenerateEvalConfig c;
+  if (a.has("config")) c = fkv::harness::GenerateEvalConfig::load(a.get("config"));
   else {
     // protocol sampling (spec §G.3) unless --greedy
     c.sampling.temperature = 0.6f;
@@ -139,7 +139,7 @@ int cmd_generate(const Args& a) {
   c.data_dir = a.get("data-dir", c.data_dir);
   c.problems_file = a.get("problems", "");
   if (c.problems_file.empty()) {
-    const std::string dd = c.data_dir.empty() ? fkv::evalrun::default_data_dir() : c.data_dir;
+    const std::string dd = c.data_dir.empty() ? fkv::harness::default_data_dir() : c.data_dir;
     c.problems_file = dd + "/train/gsm8k_train.jsonl";
   }
   c.limit = a.get_int("limit", c.limit);
@@ -154,12 +154,12 @@ int cmd_generate(const Args& a) {
   if (a.has("top-k")) c.sampling.top_k = static_cast<int32_t>(a.get_int("top-k", 20));
   c.eviction = fkv::evict::EvictionConfig{};  // traces are generated with the full cache
   const std::string gen_path = a.get("generations", out.substr(0, out.size() - 12) + ".gen.jsonl");
-  fkv::evalrun::GenerateEvalRun run;
+  fkv::harness::GenerateEvalRun run;
   run.model = a.require("model");
   run.output = gen_path;
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   // step 1: generation (resumable per sample)
-  const json gen_summary = fkv::evalrun::run_generate_eval(c, run);
+  const json gen_summary = fkv::harness::run_generate_eval(c, run);
   // step 2: filters
   fkv::trace::TraceSet gen = fkv::trace::read_trace_set(gen_path);
   const int64_t min_len = a.get_int("min-length", 0);

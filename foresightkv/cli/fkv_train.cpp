@@ -12,7 +12,7 @@
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/judge/judge.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/runtime/bench.h"
@@ -72,7 +72,7 @@ int cmd_import(const Args& a) {
   j.adopt_model_shape({c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, j.shape().hidden}, a.get("hf"));
   json& meta = j.meta();
   meta["kind"] = "judge";
-  meta["model_sha256"] = fkv::evalrun::model_sha256(mp);
+  meta["model_sha256"] = fkv::harness::model_sha256(mp);
   meta["model"] = mp;
   meta["variant"] = a.get("variant", "parity");
   meta["budget"] = a.get_int("budget", 1024);

@@ -11,7 +11,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/judge/features.h"
 
@@ -196,7 +196,7 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
       buf[s].stats = at::zeros({L, S, H, o.budget, 8 * G}, at::kBFloat16);
       buf[s].seen.assign(static_cast<size_t>(L * S), 0);
     }
-    evalrun::run_teacher_forced(m, batch, cfg, false, [&](evict::Evictor& ev) {
+    harness::run_teacher_forced(m, batch, cfg, false, [&](evict::Evictor& ev) {
       ev.set_policy(std::make_unique<Recorder>(labels, &buf, fo));
     });
     for (size_t s = 0; s < chunk.size(); ++s) {

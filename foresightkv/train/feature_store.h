@@ -1,6 +1,6 @@
 // Feature store for judge training (foresightkv-spec.md §D.2). The LLM is frozen, so the judge's inputs along
 // the golden trajectory of a trace do not depend on the judge: they are extracted once per (trace, B, W, variant)
-// by a teacher-forced chunked run that evicts exactly the golden slots (evalrun::run_teacher_forced with the
+// by a teacher-forced chunked run that evicts exactly the golden slots (harness::run_teacher_forced with the
 // golden policy) while a recording wrapper captures, at every golden step s and layer l, the candidates' absolute
 // positions and attention statistics, and the keys/values of every token as the golden run computed them.
 //

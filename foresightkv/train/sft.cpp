@@ -16,7 +16,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/train/feature_store.h"
 
@@ -290,7 +290,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
                 out);
   FKV_CHECK_ARG(!cfg.model.empty() && !cfg.traces.empty(), "sft: config needs 'model' and 'traces' (or --model, --traces)");
   const std::string model_path = model::resolve_model_path(cfg.model);
-  const std::string model_sha = evalrun::model_sha256(model_path);
+  const std::string model_sha = harness::model_sha256(model_path);
   const evict::Variant variant = evict::parse_variant(cfg.variant);
   // 1. feature stores (resumable; the model is loaded only when something is missing)
   const std::string store_dir = cfg.store.empty() ? out + "/store" : cfg.store;

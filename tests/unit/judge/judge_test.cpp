@@ -13,7 +13,7 @@
 #include <random>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/golden/schedule.h"
 #include "foresightkv/io/safetensors.h"
@@ -442,38 +442,38 @@ TEST_CASE("foresightkv policies run by name in fidelity; seeded, batch-invariant
   const int64_t vocab = std::min(c.n_vocab, other->config().n_vocab);
   trace::TraceSet set;
   for (uint64_t s : {1, 2, 3}) set.traces.push_back(random_trace(50 + 7 * static_cast<int64_t>(s), 5, vocab, s));
-  evalrun::FidelityOptions o;
+  harness::FidelityOptions o;
   o.policies = {"full", "foresightkv", "foresightkv_topk"};
   o.budgets = {16};
   o.base.window = 8;
   o.base.judge = f;
   o.base.seed = 5;
   o.batch = 3;
-  auto a = evalrun::run_fidelity(*m, set, o);
+  auto a = harness::run_fidelity(*m, set, o);
   REQUIRE(a.rows.size() == 3);
   CHECK(a.rows[1].policy == "foresightkv");
   CHECK(a.rows[1].eviction_events > 0);
   CHECK(a.rows[1].kl > 0);
   o.batch = 1;  // other batch composition: same drop sets (streams keyed by sequence, not row)
-  auto b = evalrun::run_fidelity(*m, set, o);
+  auto b = harness::run_fidelity(*m, set, o);
   for (size_t i = 0; i < a.rows.size(); ++i) CHECK(a.rows[i].mean_nll == Approx(b.rows[i].mean_nll).epsilon(1e-4));
   o.base.seed = 6;  // another seed changes the sampled policy only
-  auto s6 = evalrun::run_fidelity(*m, set, o);
+  auto s6 = harness::run_fidelity(*m, set, o);
   CHECK(s6.rows[1].mean_nll != b.rows[1].mean_nll);
   CHECK(s6.rows[2].mean_nll == b.rows[2].mean_nll);
   // budget >= every trace: no eviction, exactly the full cache
   o.budgets = {96};
-  auto full = evalrun::run_fidelity(*m, set, o);
+  auto full = harness::run_fidelity(*m, set, o);
   CHECK(full.rows[1].lm_loss_ratio == 1.0);
   // errors: no judge and nothing committed; wrong model; wrong variant
   o.budgets = {16};
   o.base.judge = "";
   o.model_sha256 = "0000";
-  CHECK_THROWS_WITH(evalrun::run_fidelity(*m, set, o), Catch::Contains("fkv-train sft"));
+  CHECK_THROWS_WITH(harness::run_fidelity(*m, set, o), Catch::Contains("fkv-train sft"));
   o.base.judge = f;
-  CHECK_THROWS_WITH(evalrun::run_fidelity(*other, set, o), Catch::Contains("trained for"));
+  CHECK_THROWS_WITH(harness::run_fidelity(*other, set, o), Catch::Contains("trained for"));
   o.base.variant = evict::Variant::Parity;
-  CHECK_THROWS_WITH(evalrun::run_fidelity(*m, set, o), Catch::Contains("variant"));
+  CHECK_THROWS_WITH(harness::run_fidelity(*m, set, o), Catch::Contains("variant"));
 }
 
 TEST_CASE("committed-judge lookup picks the model's judge with the nearest (B, L)", "[unit][judge]") {

@@ -12,7 +12,7 @@
 
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/judge/features.h"
 #include "foresightkv/judge/judge.h"
@@ -176,7 +176,7 @@ TEST_CASE("feature store: stored judge inputs equal the features recorded live o
   ec.window = 8;
   ec.query_window = 8;
   std::vector<std::pair<std::pair<int64_t, int64_t>, at::Tensor>> recorded;
-  evalrun::run_teacher_forced(*m, {&t1}, ec, false, [&](evict::Evictor& ev) {
+  harness::run_teacher_forced(*m, {&t1}, ec, false, [&](evict::Evictor& ev) {
     auto p = std::make_unique<Live>();
     p->g.set_labels(0, t1.find_labels(16, 8)->drops);
     p->x = &recorded;

@@ -8,10 +8,10 @@
 #include <string>
 #include <string_view>
 
-namespace fkv::eval {
+namespace fkv::grading {
 
 /// str(w2n.word_to_num(text)) ("5", "105", "2.5"), or nullopt where word_to_num raises (no number word,
 /// a repeated thousand/million/billion/point, a misordered scale word, an empty multiplier).
 std::optional<std::string> words_to_number(std::string_view text);
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

@@ -1,7 +1,7 @@
 // Port of the official grader's parser.py (extract_answer, strip_string, choice_answer_clean,
 // parse_ground_truth) and grader.py (math_equal). Each Python regex is replaced by a hand-written scan with
 // the same leftmost, non-overlapping match semantics; comments name the Python expression being mirrored.
-#include "foresightkv/eval/grader.h"
+#include "foresightkv/grading/grader.h"
 
 #include <algorithm>
 #include <array>
@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/eval/expression.h"
-#include "foresightkv/eval/word_number.h"
+#include "foresightkv/grading/expression.h"
+#include "foresightkv/grading/word_number.h"
 
-namespace fkv::eval {
+namespace fkv::grading {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------------
@@ -935,4 +935,4 @@ GradeResult grade(std::string_view response, std::string_view answer, Dataset ds
   return r;
 }
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

@@ -1,4 +1,4 @@
-// fkv-eval generate (evalrun/generate_eval.h): strict config keys and round trips, the configs/eval presets,
+// fkv-eval generate (harness/generate_eval.h): strict config keys and round trips, the configs/eval presets,
 // the bootstrap CI on hand cases, and, on the tiny GGUF model with a 3-problem data set written to a temp
 // directory, the per-sample JSONL contract: a killed run (one complete line + a torn half line) resumes to
 // exactly the lines of an uninterrupted run, batching does not change a sample, a different config is refused,
@@ -15,11 +15,11 @@
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/json.h"
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 #include "support/paths.h"
 
 using namespace fkv;
-using evalrun::GenerateEvalConfig;
+using harness::GenerateEvalConfig;
 namespace fs = std::filesystem;
 
 namespace {
@@ -113,7 +113,7 @@ std::string tiny_model_dir(const std::string& dir, const std::string& bundle) {
 
 }  // namespace
 
-TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalrun]") {
+TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][harness]") {
   const GenerateEvalConfig d;
   CHECK(d.sampling.is_greedy());
   CHECK(d.prompt.prefix ==
@@ -197,7 +197,7 @@ TEST_CASE("generate config: strict keys, defaults and round trip", "[unit][evalr
   CHECK_THROWS_AS(bad.resolved(), InvalidArgument);
 }
 
-TEST_CASE("configs/eval presets load with strict keys", "[unit][evalrun]") {
+TEST_CASE("configs/eval presets load with strict keys", "[unit][harness]") {
   const std::string dir = test::source_dir() + "/configs/eval";
   REQUIRE(is_directory(dir));
   int n = 0;
@@ -224,7 +224,7 @@ TEST_CASE("configs/eval presets load with strict keys", "[unit][evalrun]") {
   CHECK(aime.max_length == 16384);
   CHECK(aime.eviction.budget == 1024);
   CHECK(aime.eviction.window == 256);
-  CHECK(aime.prompt.prefix == evalrun::kProtocolPromptPrefix);
+  CHECK(aime.prompt.prefix == harness::kProtocolPromptPrefix);
   const auto greedy = GenerateEvalConfig::load(dir + "/gsm8k_qwen_greedy.json");
   CHECK(greedy.sampling.is_greedy());
   CHECK(greedy.max_new_tokens == 512);
@@ -234,8 +234,8 @@ TEST_CASE("configs/eval presets load with strict keys", "[unit][evalrun]") {
   CHECK(sampled.sampling.top_k == 20);
 }
 
-TEST_CASE("bootstrap CI and percentiles on hand cases", "[unit][evalrun]") {
-  using evalrun::bootstrap_ci;
+TEST_CASE("bootstrap CI and percentiles on hand cases", "[unit][harness]") {
+  using harness::bootstrap_ci;
   // all correct: [1, 1]; none correct: [0, 0]
   auto all = bootstrap_ci({4, 4, 4, 4, 4}, {4, 4, 4, 4, 4}, 0);
   CHECK(all.estimate == 1.0);
@@ -262,43 +262,43 @@ TEST_CASE("bootstrap CI and percentiles on hand cases", "[unit][evalrun]") {
   // unequal counts: the statistic is the pooled fraction
   auto u = bootstrap_ci({1, 3}, {1, 3}, 0);
   CHECK(u.estimate == 1.0);
-  CHECK(evalrun::bootstrap_ci({}, {}, 0).estimate == 0.0);
+  CHECK(harness::bootstrap_ci({}, {}, 0).estimate == 0.0);
   // numpy.percentile (linear)
-  CHECK(evalrun::percentile({1, 2, 3, 4}, 90) == Approx(3.7));
-  CHECK(evalrun::percentile({5}, 90) == 5.0);
-  CHECK(evalrun::percentile({3, 1, 2}, 50) == 2.0);
-  CHECK(evalrun::percentile({}, 50) == 0.0);
-  CHECK(evalrun::sample_stream(0, 3) == 3u);
-  CHECK(evalrun::sample_stream(2, 5) == 2'000'011u);
+  CHECK(harness::percentile({1, 2, 3, 4}, 90) == Approx(3.7));
+  CHECK(harness::percentile({5}, 90) == 5.0);
+  CHECK(harness::percentile({3, 1, 2}, 50) == 2.0);
+  CHECK(harness::percentile({}, 50) == 0.0);
+  CHECK(harness::sample_stream(0, 3) == 3u);
+  CHECK(harness::sample_stream(2, 5) == 2'000'011u);
 }
 
-TEST_CASE("evaluation data files: questions, answers and ids", "[unit][evalrun]") {
+TEST_CASE("evaluation data files: questions, answers and ids", "[unit][harness]") {
   const std::string dir = test::shared_data();
   const std::string gsm = dir + "/eval/gsm8k_test.jsonl";
   if (!file_exists(gsm)) {
     WARN("shared data missing: " << gsm);
     return;
   }
-  CHECK(evalrun::dataset_file(dir, "gsm8k") == gsm);
-  auto g = evalrun::read_problems(gsm);
+  CHECK(harness::dataset_file(dir, "gsm8k") == gsm);
+  auto g = harness::read_problems(gsm);
   REQUIRE(g.size() > 100);
   CHECK(g[0].question.rfind("Janet", 0) == 0);
   CHECK(g[0].answer.get<std::string>().find("#### 18") != std::string::npos);
   CHECK(g[3].id == json(3));
-  auto q = evalrun::read_problems(evalrun::dataset_file(dir, "gpqa"));
+  auto q = harness::read_problems(harness::dataset_file(dir, "gpqa"));
   CHECK(q.size() == 54);
   CHECK(q[0].answer == json("D"));
   CHECK(q[0].question.find("A) ") != std::string::npos);
-  auto amc = evalrun::read_problems(evalrun::dataset_file(dir, "amc23"));
+  auto amc = harness::read_problems(harness::dataset_file(dir, "amc23"));
   CHECK(amc[0].answer.is_number());
-  auto aime = evalrun::read_problems(evalrun::dataset_file(dir, "aime24"));
+  auto aime = harness::read_problems(harness::dataset_file(dir, "aime24"));
   CHECK(aime.size() == 30);
   CHECK(aime[0].id == json(60));
-  CHECK_THROWS_WITH(evalrun::dataset_file(dir, "math"), Catch::Contains("FKV_DATA_DIR"));
+  CHECK_THROWS_WITH(harness::dataset_file(dir, "math"), Catch::Contains("FKV_DATA_DIR"));
 }
 
 TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batching, config guard, pairing",
-          "[integration][evalrun]") {
+          "[integration][harness]") {
   const std::string dir = temp_dir("tiny");
   // llama_g1 (untied, vocabulary 128): its samples differ by stream (the tied bundles collapse onto "\n")
   const std::string model = tiny_model_dir(dir + "/model", "llama_g1");
@@ -322,12 +322,12 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   c.eviction.policy = "streamingllm";
   c.eviction.budget = 24;
   c.eviction.window = 4;
-  evalrun::GenerateEvalRun run;
+  harness::GenerateEvalRun run;
   run.model = model;
 
   // ---- uninterrupted run
   run.output = dir + "/a.jsonl";
-  const json sa = evalrun::run_generate_eval(c, run);
+  const json sa = harness::run_generate_eval(c, run);
   const auto a = lines_of(run.output);
   REQUIRE(a.size() == 6);
   const auto ka = by_key(a);
@@ -340,7 +340,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     CHECK(a[0].contains(f));
   CHECK(a[0]["policy"] == "streamingllm");
   CHECK(a[0]["budget"] == 24);
-  CHECK(a[3]["stream"] == evalrun::sample_stream(1, a[3]["sample_index"].get<int64_t>()));
+  CHECK(a[3]["stream"] == harness::sample_stream(1, a[3]["sample_index"].get<int64_t>()));
   CHECK(a[5]["answer"] == "#### 42");
   CHECK(a[5]["problem_id"] == 2);  // the blank line is not a problem
   CHECK(a[0]["prompt_tokens"].get<int64_t>() > 24);  // prompts are longer than the budget: prefill evicts
@@ -358,7 +358,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   CHECK(sa["n_problems"] == 3);
   CHECK(sa["n_samples"] == 6);
   CHECK(sa["generated_now"] == 6);
-  CHECK(sa["model"]["sha256"] == evalrun::model_sha256(model));
+  CHECK(sa["model"]["sha256"] == harness::model_sha256(model));
   CHECK(sa["model"]["sha256"].get<std::string>().size() == 64);
   CHECK(sa["config"]["eviction"]["policy"] == "streamingllm");
   CHECK(sa["config"]["data_dir"] == fs::weakly_canonical(dir).string());
@@ -375,7 +375,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
 
   // ---- a rerun on the complete file adds nothing and leaves it byte-identical
   const std::string bytes_a = read_file(run.output);
-  const json again = evalrun::run_generate_eval(c, run);
+  const json again = harness::run_generate_eval(c, run);
   CHECK(again["generated_now"] == 0);
   CHECK(read_file(run.output) == bytes_a);
   CHECK(again["accuracy"] == sa["accuracy"]);
@@ -388,7 +388,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     std::ofstream f(run.output, std::ios::binary);
     f << bytes_a.substr(0, first_nl + 1) << bytes_a.substr(first_nl + 1, (second_nl - first_nl) / 2);
   }
-  const json sb = evalrun::run_generate_eval(c, run);
+  const json sb = harness::run_generate_eval(c, run);
   CHECK(sb["generated_now"] == 5);
   const auto b = lines_of(run.output);
   REQUIRE(b.size() == 6);
@@ -399,7 +399,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   run.output = dir + "/c.jsonl";
   GenerateEvalConfig c1 = c;
   c1.batch = 1;
-  evalrun::run_generate_eval(c1, run);
+  harness::run_generate_eval(c1, run);
   CHECK(by_key(lines_of(run.output)) == ka);
 
   // ---- static batches that span problems (prompts of different lengths in one forward batch)
@@ -407,7 +407,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   GenerateEvalConfig c5 = c;
   c5.batch = 5;
   c5.scheduling = "static";
-  const json s5 = evalrun::run_generate_eval(c5, run);
+  const json s5 = harness::run_generate_eval(c5, run);
   const auto d = lines_of(run.output);
   REQUIRE(d.size() == 6);
   CHECK(by_key(d) == ka);
@@ -427,7 +427,7 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     GenerateEvalConfig cc = c;
     cc.batch = width;
     cc.scheduling = "continuous";
-    const json scc = evalrun::run_generate_eval(cc, run);
+    const json scc = harness::run_generate_eval(cc, run);
     const auto e = lines_of(run.output);
     REQUIRE(e.size() == 6);
     CHECK(by_key(e) == ka);
@@ -445,14 +445,14 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     CHECK(scc["tokens_per_s"].get<double>() > 0);
     // the config hash ignores the schedule: a static run may resume a continuous one
     cc.scheduling = "static";
-    CHECK(evalrun::run_generate_eval(cc, run)["generated_now"] == 0);
+    CHECK(harness::run_generate_eval(cc, run)["generated_now"] == 0);
   }
 
   // ---- extending the run in place: more samples only adds the missing ones
   GenerateEvalConfig c3 = c;
   c3.samples = 3;
   run.output = dir + "/b.jsonl";
-  const json s3 = evalrun::run_generate_eval(c3, run);
+  const json s3 = harness::run_generate_eval(c3, run);
   CHECK(s3["generated_now"] == 3);
   CHECK(lines_of(run.output).size() == 9);
 
@@ -460,30 +460,30 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   run.output = dir + "/a.jsonl";
   GenerateEvalConfig other = c;
   other.seed = 8;
-  CHECK_THROWS_WITH(evalrun::run_generate_eval(other, run), Catch::Contains("different config/model"));
+  CHECK_THROWS_WITH(harness::run_generate_eval(other, run), Catch::Contains("different config/model"));
   other = c;
   other.eviction.budget = 32;
-  CHECK_THROWS_AS(evalrun::run_generate_eval(other, run), InvalidArgument);
+  CHECK_THROWS_AS(harness::run_generate_eval(other, run), InvalidArgument);
   CHECK(read_file(run.output) == bytes_a);
   // q8 activations change the tokens a run may produce: they join the hash, so they are refused too
   {
-    evalrun::GenerateEvalRun q8 = run;
+    harness::GenerateEvalRun q8 = run;
     q8.activations = "q8";
-    CHECK_THROWS_WITH(evalrun::run_generate_eval(c, q8), Catch::Contains("different config/model"));
+    CHECK_THROWS_WITH(harness::run_generate_eval(c, q8), Catch::Contains("different config/model"));
     CHECK(read_file(run.output) == bytes_a);
   }
   // so do weights converted at load (another rounding and another product kernel)
   {
-    evalrun::GenerateEvalRun bf = run;
+    harness::GenerateEvalRun bf = run;
     bf.weights = "bf16";
-    CHECK_THROWS_WITH(evalrun::run_generate_eval(c, bf), Catch::Contains("different config/model"));
+    CHECK_THROWS_WITH(harness::run_generate_eval(c, bf), Catch::Contains("different config/model"));
     CHECK(read_file(run.output) == bytes_a);
   }
 
   // ---- paired with itself: diff 0, CI [0, 0]
   run.paired_with = dir + "/a.jsonl";
   run.summary = dir + "/paired.summary.json";
-  const json sp = evalrun::run_generate_eval(c, run);
+  const json sp = harness::run_generate_eval(c, run);
   REQUIRE(sp.contains("paired"));
   CHECK(sp["paired"]["diff"] == 0.0);
   CHECK(sp["paired"]["ci_low"] == 0.0);
@@ -497,17 +497,17 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   run.output = dir + "/full.jsonl";
   run.paired_with.clear();
   run.summary.clear();
-  evalrun::run_generate_eval(full, run);
+  harness::run_generate_eval(full, run);
   run.output = dir + "/a.jsonl";
   run.paired_with = dir + "/full.jsonl";
-  const json sf2 = evalrun::run_generate_eval(c, run);
+  const json sf2 = harness::run_generate_eval(c, run);
   CHECK(sf2["paired"]["n_pairs"] == 6);
   CHECK(sf2["paired"]["against_policy"] == "full");
   CHECK(sf2["paired"]["ci_low"].get<double>() <= sf2["paired"]["diff"].get<double>());
   // a paired run of another seed is refused
   run.paired_with = dir + "/a.jsonl";
   run.output = dir + "/d.jsonl";
-  CHECK_THROWS_WITH(evalrun::run_generate_eval([&] { auto x = c; x.seed = 9; return x; }(), run),
+  CHECK_THROWS_WITH(harness::run_generate_eval([&] { auto x = c; x.seed = 9; return x; }(), run),
                     Catch::Contains("seed"));
 
   // ---- a corrupt line in the middle is an error, not a silent drop
@@ -517,6 +517,6 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
     std::ofstream f(run.output, std::ios::binary);
     f << bytes_a.substr(0, bytes_a.find('\n') + 1) << "garbage\n" << bytes_a.substr(bytes_a.find('\n') + 1);
   }
-  CHECK_THROWS_AS(evalrun::run_generate_eval(c, run), FormatError);
+  CHECK_THROWS_AS(harness::run_generate_eval(c, run), FormatError);
   if (!std::getenv("FKV_KEEP_TEST_FILES")) fs::remove_all(dir);
 }

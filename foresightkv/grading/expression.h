@@ -18,7 +18,7 @@
 #include <optional>
 #include <string_view>
 
-namespace fkv::eval {
+namespace fkv::grading {
 
 inline constexpr size_t kMaxExpressionChars = 1000;
 inline constexpr int kMaxExpressionDepth = 64;
@@ -27,4 +27,4 @@ inline constexpr int kMaxExpressionDepth = 64;
 /// grammar above. Never throws, never recurses deeper than kMaxExpressionDepth levels of nesting.
 std::optional<double> evaluate_expression(std::string_view expr);
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <string>
 
-#include "foresightkv/eval/grader.h"
+#include "foresightkv/grading/grader.h"
 
-namespace fkv::eval {
+namespace fkv::grading {
 
 struct GradeJsonlOptions {
   std::string input;                 // JSONL path
@@ -29,4 +29,4 @@ struct GradeSummary {
 
 GradeSummary grade_jsonl(const GradeJsonlOptions& options);
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

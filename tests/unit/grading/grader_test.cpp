@@ -14,12 +14,12 @@
 
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/json.h"
-#include "foresightkv/eval/expression.h"
-#include "foresightkv/eval/grader.h"
-#include "foresightkv/eval/word_number.h"
+#include "foresightkv/grading/expression.h"
+#include "foresightkv/grading/grader.h"
+#include "foresightkv/grading/word_number.h"
 #include "support/paths.h"
 
-using fkv::eval::Dataset;
+using fkv::grading::Dataset;
 
 namespace {
 
@@ -214,10 +214,10 @@ const StripCase kStripCases[] = {
 
 }  // namespace
 
-TEST_CASE("grade: extraction and equality table", "[unit][eval]") {
+TEST_CASE("grade: extraction and equality table", "[unit][grading]") {
   for (const auto& c : kGradeCases) {
     INFO("case: " << c.name << "\nresponse: " << c.response << "\nanswer: " << c.answer);
-    const auto g = fkv::eval::grade(c.response, c.answer, c.dataset);
+    const auto g = fkv::grading::grade(c.response, c.answer, c.dataset);
     CHECK(g.extracted == c.extracted);
     CHECK(g.correct == c.correct);
     CHECK(g.strict_extracted == c.strict_extracted);
@@ -225,23 +225,23 @@ TEST_CASE("grade: extraction and equality table", "[unit][eval]") {
   }
 }
 
-TEST_CASE("math_equal table", "[unit][eval]") {
+TEST_CASE("math_equal table", "[unit][grading]") {
   for (const auto& c : kEqualCases) {
     INFO("prediction: " << c.prediction << "  reference: " << c.reference);
-    CHECK(fkv::eval::math_equal(c.prediction, c.reference) == c.equal);
+    CHECK(fkv::grading::math_equal(c.prediction, c.reference) == c.equal);
   }
 }
 
-TEST_CASE("strip_string table", "[unit][eval]") {
+TEST_CASE("strip_string table", "[unit][grading]") {
   for (const auto& c : kStripCases) {
     INFO("input: " << c.in);
-    CHECK(fkv::eval::strip_string(c.in) == c.out);
+    CHECK(fkv::grading::strip_string(c.in) == c.out);
   }
 }
 
-TEST_CASE("extract_answer and extract_boxed_strict", "[unit][eval]") {
-  using fkv::eval::extract_answer;
-  using fkv::eval::extract_boxed_strict;
+TEST_CASE("extract_answer and extract_boxed_strict", "[unit][grading]") {
+  using fkv::grading::extract_answer;
+  using fkv::grading::extract_boxed_strict;
   CHECK(extract_answer("\\boxed{\\frac{1}{\\sqrt{2}}}") == "\\frac{1}{\\sqrt{2}}");
   CHECK(extract_answer("the result: \\boxed{\\left(1,\\frac{3}{2}\\right)}") == "(1,\\frac{3}{2})");
   CHECK(extract_answer("x \\boxed") == "");
@@ -253,13 +253,13 @@ TEST_CASE("extract_answer and extract_boxed_strict", "[unit][eval]") {
   CHECK_FALSE(extract_boxed_strict("\\boxed{7").has_value());
   CHECK_FALSE(extract_boxed_strict("\\boxed 7").has_value());
   CHECK_FALSE(extract_boxed_strict("no box").has_value());
-  CHECK(fkv::eval::extract_answer_strict("first \\boxed{1} then \\boxed{\\dfrac{1}{2}}.") == "\\frac{1}{2}");
-  CHECK(fkv::eval::extract_answer_strict("The answer is 3.") == "");
+  CHECK(fkv::grading::extract_answer_strict("first \\boxed{1} then \\boxed{\\dfrac{1}{2}}.") == "\\frac{1}{2}");
+  CHECK(fkv::grading::extract_answer_strict("The answer is 3.") == "");
 }
 
-TEST_CASE("stop words and choice letters", "[unit][eval]") {
-  using fkv::eval::apply_stop_words;
-  using fkv::eval::choice_answer_clean;
+TEST_CASE("stop words and choice letters", "[unit][grading]") {
+  using fkv::grading::apply_stop_words;
+  using fkv::grading::choice_answer_clean;
   CHECK(apply_stop_words("abc</s>def") == "abc");
   CHECK(apply_stop_words("  x <|im_end|> y <|endoftext|>") == "x");
   CHECK(apply_stop_words("  x ") == "  x ");  // trimmed only when a stop word was found
@@ -270,8 +270,8 @@ TEST_CASE("stop words and choice letters", "[unit][eval]") {
   CHECK(choice_answer_clean("C") == "C");
 }
 
-TEST_CASE("ground truth parsing per dataset", "[unit][eval]") {
-  using fkv::eval::parse_ground_truth;
+TEST_CASE("ground truth parsing per dataset", "[unit][grading]") {
+  using fkv::grading::parse_ground_truth;
   CHECK(parse_ground_truth("Natalia sold 48/2 = 24 clips.\n#### 72", Dataset::Gsm8k) == "72");
   CHECK(parse_ground_truth("#### 1,234", Dataset::Gsm8k) == "1234");
   CHECK(parse_ground_truth("72", Dataset::Gsm8k) == "72");
@@ -280,13 +280,13 @@ TEST_CASE("ground truth parsing per dataset", "[unit][eval]") {
   CHECK(parse_ground_truth("-1.0", Dataset::Amc23) == "-1");
   CHECK(parse_ground_truth("D", Dataset::Gpqa) == "D");
   CHECK_THROWS_AS(parse_ground_truth("a #### 1 #### 2", Dataset::Gsm8k), fkv::FormatError);
-  CHECK(fkv::eval::parse_dataset("aime25") == Dataset::Aime25);
-  CHECK(fkv::eval::dataset_name(Dataset::Gsm8k) == "gsm8k");
-  CHECK_THROWS_AS(fkv::eval::parse_dataset("aime2024"), fkv::InvalidArgument);
+  CHECK(fkv::grading::parse_dataset("aime25") == Dataset::Aime25);
+  CHECK(fkv::grading::dataset_name(Dataset::Gsm8k) == "gsm8k");
+  CHECK_THROWS_AS(fkv::grading::parse_dataset("aime2024"), fkv::InvalidArgument);
 }
 
-TEST_CASE("word numbers follow word2number", "[unit][eval]") {
-  using fkv::eval::words_to_number;
+TEST_CASE("word numbers follow word2number", "[unit][grading]") {
+  using fkv::grading::words_to_number;
   CHECK(words_to_number("five") == std::optional<std::string>("5"));
   CHECK(words_to_number("twenty five") == std::optional<std::string>("25"));
   CHECK(words_to_number("one hundred and five") == std::optional<std::string>("105"));
@@ -304,8 +304,8 @@ TEST_CASE("word numbers follow word2number", "[unit][eval]") {
   CHECK_FALSE(words_to_number("million thousand").has_value());  // empty multiplier: IndexError in Python
 }
 
-TEST_CASE("expression evaluator", "[unit][eval]") {
-  using fkv::eval::evaluate_expression;
+TEST_CASE("expression evaluator", "[unit][grading]") {
+  using fkv::grading::evaluate_expression;
   struct Ev {
     const char* expr;
     double value;
@@ -344,16 +344,16 @@ TEST_CASE("expression evaluator", "[unit][eval]") {
   CHECK_FALSE(evaluate_expression(long_sum).has_value());  // over kMaxExpressionChars
   // The grader stays bounded on pathological answers too.
   const std::string nested_list = std::string(5000, '(') + "1" + std::string(5000, ')');
-  CHECK_FALSE(fkv::eval::math_equal(nested_list, "2"));
-  CHECK(fkv::eval::math_equal(nested_list, nested_list));
+  CHECK_FALSE(fkv::grading::math_equal(nested_list, "2"));
+  CHECK(fkv::grading::math_equal(nested_list, nested_list));
 }
 
-TEST_CASE("strict and lenient agree whenever the last boxed is complete", "[unit][eval]") {
+TEST_CASE("strict and lenient agree whenever the last boxed is complete", "[unit][grading]") {
   const char* responses[] = {"We find \\boxed{\\dfrac{3}{4}}.", "\\boxed{10 \\text{ cm}}", "\\boxed{x = 3}",
                              "a \\boxed{1} b \\boxed{(1, 2)}", "\\boxed{\\text{five}}"};
   for (const char* r : responses) {
     INFO(r);
-    const auto g = fkv::eval::grade(r, "0", Dataset::Math);
+    const auto g = fkv::grading::grade(r, "0", Dataset::Math);
     CHECK(g.strict_extracted == g.extracted);
   }
 }
@@ -380,7 +380,7 @@ std::vector<fkv::json> read_jsonl(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("every shared ground truth grades correct against itself", "[unit][eval]") {
+TEST_CASE("every shared ground truth grades correct against itself", "[unit][grading]") {
   const std::string dir = fkv::test::shared_data() + "/eval";
   if (!std::filesystem::is_directory(dir)) {
     WARN("skipping: shared evaluation data not found at " << dir << " (set FKV_DATA_DIR)");
@@ -415,10 +415,10 @@ TEST_CASE("every shared ground truth grades correct against itself", "[unit][eva
       const std::string wrong = f.ds == Dataset::Gpqa ? std::string(1, static_cast<char>('A' + (final_answer[0] - 'A' + 1) % 4))
                                                      : wrong_number(final_answer);
       INFO(f.name << " answer " << raw.substr(0, 80) << " (final '" << final_answer << "', wrong '" << wrong << "')");
-      const auto good = fkv::eval::grade("Reasoning...\nSo the final result is \\boxed{" + final_answer + "}", raw, f.ds);
+      const auto good = fkv::grading::grade("Reasoning...\nSo the final result is \\boxed{" + final_answer + "}", raw, f.ds);
       CHECK(good.correct);
       CHECK(good.strict_correct);
-      const auto bad = fkv::eval::grade("Reasoning...\nSo the final result is \\boxed{" + wrong + "}", raw, f.ds);
+      const auto bad = fkv::grading::grade("Reasoning...\nSo the final result is \\boxed{" + wrong + "}", raw, f.ds);
       CHECK_FALSE(bad.correct);
       CHECK_FALSE(bad.strict_correct);
       ++n;

@@ -19,7 +19,7 @@
 #include <string>
 #include <string_view>
 
-namespace fkv::eval {
+namespace fkv::grading {
 
 enum class Dataset { Math, Gsm8k, Aime24, Aime25, Amc23, Gpqa };
 
@@ -78,4 +78,4 @@ struct GradeResult {
 /// Grades one response against a raw ground-truth answer (as stored in the data set).
 GradeResult grade(std::string_view response, std::string_view answer, Dataset ds);
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

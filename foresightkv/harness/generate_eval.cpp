@@ -1,6 +1,6 @@
 // fkv-eval generate: sampled generation on an evaluation set under a KV policy, graded per spec §G.4, with a
 // resumable per-sample JSONL and a bootstrap summary (see generate_eval.h).
-#include "foresightkv/evalrun/generate_eval.h"
+#include "foresightkv/harness/generate_eval.h"
 
 #include <ATen/ATen.h>
 
@@ -17,7 +17,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
-#include "foresightkv/eval/grader.h"
+#include "foresightkv/grading/grader.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/model/weights.h"
 #include "foresightkv/runtime/generator.h"
@@ -26,7 +26,7 @@
 
 namespace fs = std::filesystem;
 
-namespace fkv::evalrun {
+namespace fkv::harness {
 namespace {
 
 using ojson = nlohmann::ordered_json;
@@ -68,7 +68,7 @@ std::string normalized(const std::string& p) {
 }
 
 // The answer as Python's str() prints what json.loads gives (AMC answers are numbers: 27.0), exactly as
-// `fkv-eval grade` (eval/grade_jsonl.cpp) turns it into text.
+// `fkv-eval grade` (grading/grade_jsonl.cpp) turns it into text.
 std::string answer_text(const json& a, const std::string& where) {
   if (a.is_string()) return a.get<std::string>();
   if (a.is_number_integer() || a.is_number_unsigned() || a.is_number_float()) return a.dump();
@@ -226,7 +226,7 @@ GenerateEvalConfig GenerateEvalConfig::load(const std::string& path) {
 
 GenerateEvalConfig GenerateEvalConfig::resolved() const {
   GenerateEvalConfig c = *this;
-  c.dataset = eval::dataset_name(eval::parse_dataset(c.dataset));
+  c.dataset = grading::dataset_name(grading::parse_dataset(c.dataset));
   FKV_CHECK_ARG(c.samples >= 1, "samples must be >= 1 (got {})", c.samples);
   FKV_CHECK_ARG(c.limit >= 0 && c.offset >= 0, "limit ({}) and offset ({}) must be >= 0", c.limit, c.offset);
   FKV_CHECK_ARG(c.max_new_tokens >= 0, "max_new_tokens must be >= 0 (got {})", c.max_new_tokens);
@@ -267,7 +267,7 @@ std::string default_data_dir() {
 }
 
 std::string dataset_file(const std::string& data_dir, const std::string& dataset) {
-  const std::string ds = eval::dataset_name(eval::parse_dataset(dataset));
+  const std::string ds = grading::dataset_name(grading::parse_dataset(dataset));
   std::vector<std::string> tried;
   for (const std::string& sub : {std::string("/eval/"), std::string("/")})
     for (const std::string& stem : dataset_stems(ds)) {
@@ -633,7 +633,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
     const text::Tokenizer tok = text::Tokenizer::from_file(model_path);
     std::optional<text::ChatTemplate> tpl;
     if (c.prompt.chat_template != "none") tpl = text::ChatTemplate::for_tokenizer(tok, c.prompt.chat_template);
-    const eval::Dataset ds = eval::parse_dataset(c.dataset);
+    const grading::Dataset ds = grading::parse_dataset(c.dataset);
     runtime::Generator gen(*model, tok);
     const fs::path out_dir = fs::path(run.output).parent_path();
     if (!out_dir.empty()) fs::create_directories(out_dir);
@@ -680,7 +680,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
       const auto [pi, sj] = item;
       const Problem& prob = all[static_cast<size_t>(pi)];
       const Prepared& pr = prepare(pi);
-      const eval::GradeResult g = eval::grade(r.text, pr.answer, ds);
+      const grading::GradeResult g = grading::grade(r.text, pr.answer, ds);
       ojson j;
       j["problem_id"] = prob.id;
       j["problem_index"] = pi;
@@ -794,4 +794,4 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   return s;
 }
 
-}  // namespace fkv::evalrun
+}  // namespace fkv::harness

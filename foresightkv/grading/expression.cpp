@@ -8,13 +8,13 @@
 //   primary := number | '(' expr ')' | '{' expr '}' | \frac arg arg | \sqrt ('[' expr ']')? arg | \pi
 //   arg     := '{' expr '}' | digit | \pi
 // <implicit> is a '(' , '{', \frac, \dfrac, \tfrac, \sqrt, \pi or π directly after a factor.
-#include "foresightkv/eval/expression.h"
+#include "foresightkv/grading/expression.h"
 
 #include <cmath>
 #include <cstdlib>
 #include <string>
 
-namespace fkv::eval {
+namespace fkv::grading {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
@@ -253,4 +253,4 @@ std::optional<double> evaluate_expression(std::string_view expr) {
   return Parser(expr).run();
 }
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

@@ -1,7 +1,7 @@
 // word2number 1.1 semantics (see word_number.h). Words are split on ASCII whitespace after '-' -> ' ' and
 // ASCII lower-casing; scale words split the phrase into billion / million / thousand / hundreds segments,
 // and each segment is combined by the library's fixed 1-4 word rule (number_formation below).
-#include "foresightkv/eval/word_number.h"
+#include "foresightkv/grading/word_number.h"
 
 #include <fmt/format.h>
 
@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-namespace fkv::eval {
+namespace fkv::grading {
 namespace {
 
 // The library's american_number_system; "point" (-1 here) separates the decimal digits.
@@ -135,4 +135,4 @@ std::optional<std::string> words_to_number(std::string_view text) {
   return std::to_string(total);
 }
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading

@@ -17,7 +17,7 @@
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/trace/trace_file.h"
 
-namespace fkv::evalrun {
+namespace fkv::harness {
 
 struct FidelityOptions {
   std::vector<std::string> policies;  // may include "full" (a reference row, ratio 1 by definition)
@@ -66,4 +66,4 @@ TeacherForcedStats run_teacher_forced(const model::Transformer& model, const std
 FidelityReport run_fidelity(const model::Transformer& model, const trace::TraceSet& traces,
                             const FidelityOptions& opt);
 
-}  // namespace fkv::evalrun
+}  // namespace fkv::harness

@@ -1,7 +1,7 @@
 // Task accuracy under KV eviction (fkv-eval generate; foresightkv-spec.md §G.3, §G.4): k sampled
 // responses per problem of an evaluation set, generated with the model's chat template, the protocol's
 // prompt and sampling, and a policy/budget; graded with exactly the grader of `fkv-eval grade`
-// (eval/grader.h: official extraction + math_equal, plus a strict boxed-only score). Reports avg@k
+// (grading/grader.h: official extraction + math_equal, plus a strict boxed-only score). Reports avg@k
 // pass@1 with a percentile-bootstrap 95 % CI over problems and, against a full-cache run with the same
 // seed, the paired difference with its CI.
 //
@@ -17,7 +17,7 @@
 //   problem_id (the file's "id", else the index), problem_index, sample_index, seed, stream, dataset, policy,
 //   budget, window, variant, prompt_tokens, response (decoded, special tokens skipped), length (generated
 //   tokens, EOS included), finish_reason (eos|length|stop_string), extracted, correct, strict_extracted,
-//   strict_correct (eval::grade, as `fkv-eval grade`), answer (as in the file), eviction_events, peak_kv_bytes,
+//   strict_correct (grading::grade, as `fkv-eval grade`), answer (as in the file), eviction_events, peak_kv_bytes,
 //   tokens_per_s (this sample's tokens / its own decode wall time), prefill_seconds, decode_seconds,
 //   eviction_seconds (the wall times its generate call had spent when the sample finished; the call's last
 //   sample carries the call's totals), batch_first_sample, batch_size, config_hash, batch_first_problem
@@ -46,7 +46,7 @@
 #include "foresightkv/evict/config.h"
 #include "foresightkv/runtime/sampler.h"
 
-namespace fkv::evalrun {
+namespace fkv::harness {
 
 /// The §G.3 user-turn instruction (run_math.py), placed before the problem.
 inline constexpr const char* kProtocolPromptPrefix =
@@ -172,4 +172,4 @@ json summarize(const GenerateEvalConfig& resolved, const std::vector<json>& rows
 /// paired bootstrap over problems; the other run must have the same seed and dataset.
 json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& run);
 
-}  // namespace fkv::evalrun
+}  // namespace fkv::harness

@@ -1,4 +1,4 @@
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 
 #include <ATen/ATen.h>
 
@@ -16,7 +16,7 @@
 #include "foresightkv/judge/policy.h"
 #include "foresightkv/runtime/evictor_taps.h"
 
-namespace fkv::evalrun {
+namespace fkv::harness {
 namespace {
 
 struct RunOut {
@@ -321,4 +321,4 @@ FidelityReport run_fidelity(const model::Transformer& m, const trace::TraceSet& 
   return rep;
 }
 
-}  // namespace fkv::evalrun
+}  // namespace fkv::harness

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "foresightkv/core/error.h"
-#include "foresightkv/evalrun/fidelity.h"
+#include "foresightkv/harness/fidelity.h"
 #include "foresightkv/golden/reference_model.h"
 #include "support/model_fixtures.h"
 
@@ -31,16 +31,16 @@ trace::TraceSet make_set(int64_t vocab, std::vector<std::pair<int64_t, int64_t>>
 
 }  // namespace
 
-TEST_CASE("fidelity with B >= trace length equals the full cache exactly", "[unit][evalrun]") {
+TEST_CASE("fidelity with B >= trace length equals the full cache exactly", "[unit][harness]") {
   test::Bundle b = test::load_bundle("qwen2_g2_bias");
   auto m = model::Transformer::load(b.dir);
   trace::TraceSet set = make_set(m->config().n_vocab, {{50, 7}, {37, 5}, {61, 20}}, 1);
-  evalrun::FidelityOptions o;
+  harness::FidelityOptions o;
   o.policies = {"full", "streamingllm", "h2o", "snapkv", "rkv", "tova", "knorm", "random"};
   o.budgets = {64};
   o.base.window = 8;
   o.batch = 2;  // traces of different lengths share a batch
-  auto rep = evalrun::run_fidelity(*m, set, o);
+  auto rep = harness::run_fidelity(*m, set, o);
   REQUIRE(rep.rows.size() == 8);
   for (const auto& r : rep.rows) {
     INFO(r.policy);
@@ -54,24 +54,24 @@ TEST_CASE("fidelity with B >= trace length equals the full cache exactly", "[uni
   // and with evictions that bite, numbers move and KL is positive
   o.budgets = {16};
   o.policies = {"streamingllm", "random"};
-  rep = evalrun::run_fidelity(*m, set, o);
+  rep = harness::run_fidelity(*m, set, o);
   for (const auto& r : rep.rows) {
     CHECK(r.kl > 0);
     CHECK(r.eviction_events > 0);
   }
 }
 
-TEST_CASE("fidelity: sharing the full run's prefix changes nothing", "[unit][evalrun]") {
+TEST_CASE("fidelity: sharing the full run's prefix changes nothing", "[unit][harness]") {
   auto m = model::Transformer::load(test::load_bundle("qwen3_g4_hd16").dir);
   trace::TraceSet set = make_set(m->config().n_vocab, {{70, 6}, {45, 30}, {12, 5}}, 4);
-  evalrun::FidelityOptions o;
+  harness::FidelityOptions o;
   o.policies = {"h2o", "snapkv", "random"};
   o.budgets = {16, 20};  // 20 is not a multiple of L: the shared prefix stops at 16
   o.base.window = 8;
   o.batch = 3;
-  auto a = evalrun::run_fidelity(*m, set, o);
+  auto a = harness::run_fidelity(*m, set, o);
   o.share_prefix = false;
-  auto b = evalrun::run_fidelity(*m, set, o);
+  auto b = harness::run_fidelity(*m, set, o);
   REQUIRE(a.rows.size() == b.rows.size());
   for (size_t i = 0; i < a.rows.size(); ++i) {
     INFO(a.rows[i].policy << " " << a.rows[i].budget);
@@ -82,7 +82,7 @@ TEST_CASE("fidelity: sharing the full run's prefix changes nothing", "[unit][eva
   }
 }
 
-TEST_CASE("fidelity under StreamingLLM equals the reference model with the implied key mask", "[unit][evalrun]") {
+TEST_CASE("fidelity under StreamingLLM equals the reference model with the implied key mask", "[unit][harness]") {
   for (const std::string name : {"llama_g1", "qwen3_g4_hd16"}) {
     DYNAMIC_SECTION(name) {
       test::Bundle b = test::load_bundle(name);
@@ -90,12 +90,12 @@ TEST_CASE("fidelity under StreamingLLM equals the reference model with the impli
       const auto& c = m->config();
       const int64_t T = 61, P = 9, B = 16, L = 8, sinks = 4;
       trace::TraceSet set = make_set(c.n_vocab, {{T, P}}, 5);
-      evalrun::FidelityOptions o;
+      harness::FidelityOptions o;
       o.policies = {"streamingllm"};
       o.budgets = {B};
       o.base.window = L;
       o.base.sink_tokens = sinks;
-      auto rep = evalrun::run_fidelity(*m, set, o);
+      auto rep = harness::run_fidelity(*m, set, o);
       // oracle: the cache before chunk [s, s+L) holds, once evictions started, sinks + the newest B - sinks
       at::Tensor mask = at::ones({c.n_layer, c.n_head_kv, T, T}, at::kBool);
       std::vector<char> alive(T, 0);
@@ -128,21 +128,21 @@ TEST_CASE("fidelity under StreamingLLM equals the reference model with the impli
   }
 }
 
-TEST_CASE("fidelity: golden needs matching labels; bad options are rejected", "[unit][evalrun]") {
+TEST_CASE("fidelity: golden needs matching labels; bad options are rejected", "[unit][harness]") {
   auto m = model::Transformer::load(test::load_bundle("llama_g1").dir);
   trace::TraceSet set = make_set(m->config().n_vocab, {{40, 5}}, 2);
-  evalrun::FidelityOptions o;
+  harness::FidelityOptions o;
   o.policies = {"golden"};
   o.budgets = {16};
   o.base.window = 8;
-  REQUIRE_THROWS_WITH(evalrun::run_fidelity(*m, set, o), Catch::Contains("fkv-trace label"));
+  REQUIRE_THROWS_WITH(harness::run_fidelity(*m, set, o), Catch::Contains("fkv-trace label"));
   o.policies = {"h2o"};
   o.base.window = 0;
-  REQUIRE_THROWS_AS(evalrun::run_fidelity(*m, set, o), InvalidArgument);
+  REQUIRE_THROWS_AS(harness::run_fidelity(*m, set, o), InvalidArgument);
   o.base.window = 8;
   o.policies = {"nope"};
-  REQUIRE_THROWS_AS(evalrun::run_fidelity(*m, set, o), InvalidArgument);
+  REQUIRE_THROWS_AS(harness::run_fidelity(*m, set, o), InvalidArgument);
   set.traces[0].tokens[3] = 100000;
   o.policies = {"h2o"};
-  REQUIRE_THROWS_WITH(evalrun::run_fidelity(*m, set, o), Catch::Contains("vocabulary"));
+  REQUIRE_THROWS_WITH(harness::run_fidelity(*m, set, o), Catch::Contains("vocabulary"));
 }

@@ -1,6 +1,6 @@
 // JSONL grading for `fkv-eval grade` (see grade_jsonl.h). Objects are parsed as nlohmann::ordered_json so the
 // output keeps each input object's key order; blank lines (and a trailing '\r') are ignored.
-#include "foresightkv/eval/grade_jsonl.h"
+#include "foresightkv/grading/grade_jsonl.h"
 
 #include <fstream>
 
@@ -8,7 +8,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/json.h"
 
-namespace fkv::eval {
+namespace fkv::grading {
 namespace {
 
 using ojson = nlohmann::ordered_json;
@@ -100,4 +100,4 @@ GradeSummary grade_jsonl(const GradeJsonlOptions& o) {
   return summary;
 }
 
-}  // namespace fkv::eval
+}  // namespace fkv::grading
