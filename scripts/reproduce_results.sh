@@ -20,6 +20,10 @@
 #                  policy runs as FKV_QWEN_LANES single-thread processes, default FKV_THREADS)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
+#   qwen_judge     the learned judge on Qwen (docs/results.md 8): training traces (GSM8K-train problems 64-140,
+#                  2 samples, seed 2, >= 256 tokens; labels B = 32/64/128, W = 16), the held-out traces of
+#                  qwen_fidelity (labels B = 32/64/128), fkv-train sft at B = 64 and B = 128
+#                  (configs/train/sft_qwen2.5-coder-0.5b-instruct.json), then the fidelity table with the judges
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -203,5 +207,30 @@ step_qwen_fidelity() {
     --output "$OUT/fidelity_qwen_gsm8k.json" > /dev/null
 }
 
-[ $# -ge 1 ] || { sed -n 2,21p "$0"; exit 2; }
+step_qwen_judge() {
+  "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_judge_train.safetensors" --data-dir "$DATA" \
+    --budgets 32,64,128 --window 16 --offset 64 --limit 77 --samples 2 --max-new-tokens 512 --min-length 256 \
+    --seed 2 --batch "$QB" --threads "$T"
+  "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_gsm8k_traces.safetensors" --data-dir "$DATA" \
+    --budgets 32,64,128 --window 16 --limit 64 --samples 1 --max-new-tokens 512 --min-length 384 --seed 1 \
+    --batch "$QB" --threads "$T"
+  # the two budgets train side by side, one thread each (small ATen ops scale poorly across threads)
+  for b in 64 128; do
+    local r=""; [ -f "runs/sft_qwen_b$b/checkpoint.safetensors" ] && r="--resume"
+    "$BIN/fkv-train" sft --config configs/train/sft_qwen2.5-coder-0.5b-instruct.json --budget $b \
+      --output "runs/sft_qwen_b$b" --threads 1 $r > "runs/sft_qwen_b$b.out" 2> "runs/sft_qwen_b$b.err" &
+  done
+  wait
+  for b in 64 128; do
+    "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit 16 \
+      --policies full,golden,foresightkv,foresightkv_topk,rkv --budgets $b --window 16 --batch 8 --threads "$T" \
+      --judge "runs/sft_qwen_b$b/final.safetensors" --output "$OUT/fidelity_qwen_judge_b$b.json" > /dev/null
+  done
+  # the judge at half the budget: the B = 64 judge at B = 32 next to the heuristics there
+  "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit 16 \
+    --policies full,golden,foresightkv,foresightkv_topk,rkv,h2o,snapkv,tova,streamingllm --budgets 32 --window 16 \
+    --batch 8 --threads "$T" --judge runs/sft_qwen_b64/final.safetensors --output "$OUT/fidelity_qwen_judge_b32.json" > /dev/null
+}
+
+[ $# -ge 1 ] || { sed -n 2,25p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done
