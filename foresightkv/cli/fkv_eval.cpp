@@ -40,7 +40,8 @@ int cmd_fidelity(const Args& a) {
   o.base.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   o.base.judge = a.get("judge", "");
   o.model_path = model_path;
-  o.model_sha256 = fkv::harness::model_sha256(model_path);
+  for (const auto& p : o.policies)  // the committed-judge lookup needs the model's sha256
+    if (p.rfind("foresightkv", 0) == 0 && o.model_sha256.empty()) o.model_sha256 = fkv::harness::model_sha256(model_path);
   o.batch = a.get_int("batch", 4);
   o.limit = a.get_int("limit", 0);
   o.kv_f16 = a.get("kv-dtype", "f32") == "f16";

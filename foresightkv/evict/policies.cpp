@@ -157,13 +157,6 @@ class KNorm final : public Policy {
   }
 };
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // Uniform random subset of the candidates; seeded by (seed, sequence stream, layer, event, head) so the result
 // does not depend on batch composition, slot or thread schedule. Portable: mt19937_64 output + our own Fisher-Yates.
 class Random final : public Policy {
@@ -175,9 +168,9 @@ class Random final : public Policy {
     at::Tensor picks = at::empty({H, m}, at::kLong);
     std::vector<int64_t> idx(static_cast<size_t>(C));
     for (int64_t h = 0; h < H; ++h) {
-      uint64_t key = splitmix(seed_);
+      uint64_t key = splitmix64(seed_);
       for (uint64_t x : {v.stream, static_cast<uint64_t>(v.layer), static_cast<uint64_t>(v.event), static_cast<uint64_t>(h)})
-        key = splitmix(key ^ x);
+        key = splitmix64(key ^ x);
       std::mt19937_64 rng(key);
       for (int64_t i = 0; i < C; ++i) idx[i] = i;
       for (int64_t i = 0; i < m; ++i) {  // partial Fisher-Yates
@@ -194,6 +187,13 @@ class Random final : public Policy {
 };
 
 }  // namespace
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
 
 at::Tensor max_pool_last(const at::Tensor& x, int64_t kernel) {
   if (kernel <= 1) return x;

@@ -73,6 +73,10 @@ std::unique_ptr<Policy> make_policy(const EvictionConfig& resolved);
 using PolicyFactory = std::function<std::unique_ptr<Policy>(const EvictionConfig& resolved)>;
 void register_policy(const std::string& name, PolicyFactory factory);
 
+/// SplitMix64 finaliser: the key mixer of every seeded eviction choice (random, foresightkv's sampled drop sets,
+/// fkv-train's data order), so their streams are portable and independent of the standard library.
+uint64_t splitmix64(uint64_t x);
+
 /// Max-pool along the last axis with stride 1 and same-size output (padding kernel/2 with -inf), as
 /// torch.nn.functional.max_pool1d(kernel, 1, kernel // 2).
 at::Tensor max_pool_last(const at::Tensor& x, int64_t kernel);

@@ -16,24 +16,34 @@ namespace fkv::judge {
 namespace {
 
 at::Tensor st_to_float(const io::StTensor& t, const std::string& path) {
+  FKV_CHECK_FORMAT(t.dtype == io::StDtype::F32 || t.dtype == io::StDtype::F16 || t.dtype == io::StDtype::BF16 ||
+                       t.dtype == io::StDtype::F64,
+                   "{}: judge tensor {} has dtype {} (expected F32, F16, BF16 or F64)", path, t.name,
+                   io::st_dtype_name(t.dtype));
+  return tensor_from_st(t, path).to(at::kFloat);
+}
+
+}  // namespace
+
+at::Tensor tensor_from_st(const io::StTensor& t, const std::string& path) {
   at::ScalarType dt;
   switch (t.dtype) {
+    case io::StDtype::F64: dt = at::kDouble; break;
     case io::StDtype::F32: dt = at::kFloat; break;
     case io::StDtype::F16: dt = at::kHalf; break;
     case io::StDtype::BF16: dt = at::kBFloat16; break;
-    case io::StDtype::F64: dt = at::kDouble; break;
+    case io::StDtype::I64: dt = at::kLong; break;
+    case io::StDtype::I32: dt = at::kInt; break;
+    case io::StDtype::I16: dt = at::kShort; break;
     default:
-      throw FormatError(fmt::format("{}: judge tensor {} has dtype {} (expected F32, F16, BF16 or F64)", path, t.name,
-                                    io::st_dtype_name(t.dtype)));
+      throw FormatError(fmt::format("{}: tensor {} has unsupported dtype {}", path, t.name, io::st_dtype_name(t.dtype)));
   }
   at::Tensor out = at::empty(t.shape, dt);
   FKV_CHECK_FORMAT(static_cast<size_t>(out.nbytes()) == t.nbytes, "{}: tensor {} holds {} bytes for shape {}", path,
                    t.name, t.nbytes, fmt::streamed(out.sizes()));
   std::memcpy(out.data_ptr(), t.data, t.nbytes);
-  return out.to(at::kFloat);
+  return out;
 }
-
-}  // namespace
 
 std::string judge_key(int64_t layer, const char* fc, const char* kind) {
   return fmt::format("model.layers.{}.self_attn.judge_model.{}.{}", layer, fc, kind);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "foresightkv/core/json.h"
+#include "foresightkv/io/safetensors.h"
 
 namespace fkv::judge {
 
@@ -80,6 +81,10 @@ class Judge {
 
 /// Official key of a judge tensor: model.layers.{layer}.self_attn.judge_model.{fc1|fc2}.{weight|bias}.
 std::string judge_key(int64_t layer, const char* fc, const char* kind);
+
+/// Copy a safetensors tensor (F64/F32/F16/BF16/I64/I32/I16) into a new CPU tensor of the same dtype; throws
+/// FormatError naming `path` for other dtypes or a size mismatch.
+at::Tensor tensor_from_st(const io::StTensor& t, const std::string& path);
 
 /// Read a safetensors tensor (F32/F16/BF16) into a new fp32 CPU tensor.
 at::Tensor tensor_from_file(const std::string& path, const std::string& name);

@@ -22,13 +22,6 @@
 namespace fkv::judge {
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // uniform in (0, 1): 53 random bits, never exactly 0 (log is finite)
 double uniform01(std::mt19937_64& rng) { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; }
 
@@ -76,9 +69,9 @@ at::Tensor choose_drops(const at::Tensor& phi_in, int64_t d, bool sampled, bool 
     std::partial_sort(order.begin(), order.begin() + pool, order.end(), desc);
     pool_s.resize(static_cast<size_t>(pool));
     for (int64_t i = 0; i < pool; ++i) pool_s[i] = parity ? round_bf16(p[order[i]]) : p[order[i]];
-    uint64_t key = splitmix(seed);
+    uint64_t key = evict::splitmix64(seed);
     for (uint64_t x : {stream, static_cast<uint64_t>(layer), static_cast<uint64_t>(event), static_cast<uint64_t>(h)})
-      key = splitmix(key ^ x);
+      key = evict::splitmix64(key ^ x);
     std::mt19937_64 rng(key);
     const std::vector<int64_t> pick = sample_without_replacement(pool_s.data(), pool, d, rng);
     for (int64_t i = 0; i < d; ++i) o[i] = order[pick[i]];

@@ -14,6 +14,7 @@
 #include "foresightkv/harness/fidelity.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/judge/features.h"
+#include "foresightkv/judge/judge.h"
 
 namespace fkv::train {
 namespace fs = std::filesystem;
@@ -65,21 +66,6 @@ class Recorder final : public evict::Policy {
 };
 
 std::string file_name(const std::string& dir, int64_t i) { return fmt::format("{}/{:06d}.safetensors", dir, i); }
-
-at::Tensor to_tensor(const io::StTensor& t, const std::string& path) {
-  at::ScalarType dt;
-  switch (t.dtype) {
-    case io::StDtype::F32: dt = at::kFloat; break;
-    case io::StDtype::F16: dt = at::kHalf; break;
-    case io::StDtype::BF16: dt = at::kBFloat16; break;
-    case io::StDtype::I32: dt = at::kInt; break;
-    default: throw FormatError(fmt::format("{}: tensor {} has unexpected dtype {}", path, t.name, io::st_dtype_name(t.dtype)));
-  }
-  at::Tensor out = at::empty(t.shape, dt);
-  FKV_CHECK_FORMAT(static_cast<size_t>(out.nbytes()) == t.nbytes, "{}: tensor {} size mismatch", path, t.name);
-  std::memcpy(out.data_ptr(), t.data, t.nbytes);
-  return out;
-}
 
 json manifest_for(const ExtractOptions& o, const model::Transformer& m) {
   const auto& c = m.config();
@@ -263,7 +249,7 @@ StoredTrace FeatureStore::load(int64_t i) const {
   auto get = [&](const char* name, std::vector<int64_t> shape) {
     auto it = sf.tensors().find(name);
     FKV_CHECK_FORMAT(it != sf.tensors().end(), "{}: missing tensor '{}'", f, name);
-    at::Tensor x = to_tensor(it->second, f);
+    at::Tensor x = judge::tensor_from_st(it->second, f);
     FKV_CHECK_FORMAT(x.sizes() == at::IntArrayRef(shape), "{}: tensor {} has shape {}, expected {}", f, name,
                      fmt::streamed(x.sizes()), fmt::streamed(at::IntArrayRef(shape)));
     return x;

@@ -16,6 +16,7 @@
 #include "foresightkv/core/file.h"
 #include "foresightkv/core/logging.h"
 #include "foresightkv/core/timer.h"
+#include "foresightkv/evict/policy.h"
 #include "foresightkv/harness/generate_eval.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/train/feature_store.h"
@@ -179,13 +180,6 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
 // ---- training loop ----------------------------------------------------------------------------------------------
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // Data order: epoch e is a Fisher-Yates permutation seeded by (seed, e); step k takes items k*batch .. k*batch+batch-1
 // of the concatenated epochs. A pure function of (seed, k): resuming needs no RNG state.
 class DataOrder {
@@ -196,7 +190,7 @@ class DataOrder {
     if (e != epoch_) {
       perm_.resize(static_cast<size_t>(n_));
       for (int64_t i = 0; i < n_; ++i) perm_[i] = i;
-      std::mt19937_64 rng(splitmix(seed_ ^ splitmix(static_cast<uint64_t>(e) + 1)));
+      std::mt19937_64 rng(evict::splitmix64(seed_ ^ evict::splitmix64(static_cast<uint64_t>(e) + 1)));
       for (int64_t i = n_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng() % static_cast<uint64_t>(i + 1)]);
       epoch_ = e;
     }

@@ -25,6 +25,7 @@
 #include "foresightkv/text/tokenizer.h"
 #include "foresightkv/trace/labeler.h"
 #include "support/model_fixtures.h"
+#include "support/traces.h"
 
 using namespace fkv;
 namespace fs = std::filesystem;
@@ -67,15 +68,6 @@ struct QueryLog final : public model::ForwardTaps {
   }
 };
 
-trace::Trace random_trace(int64_t T, int64_t prompt, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  trace::Trace t;
-  t.id = "t" + std::to_string(seed);
-  for (int64_t i = 0; i < T; ++i) t.tokens.push_back(static_cast<int32_t>(rng() % vocab));
-  t.prompt_len = prompt;
-  return t;
-}
-
 }  // namespace
 
 TEST_CASE("judge features equal a naive reference from explicit attention probabilities", "[unit][judge]") {
@@ -85,7 +77,7 @@ TEST_CASE("judge features equal a naive reference from explicit attention probab
         auto m = model::Transformer::load(test::load_bundle(name).dir);
         const auto& c = m->config();
         const int64_t T = 61, B = 16, L = 8, H = c.n_head_kv, G = c.n_head_q / c.n_head_kv, D = c.head_dim;
-        trace::Trace t = random_trace(T, 5, c.n_vocab, 3);
+        trace::Trace t = test::random_trace(T, 5, c.n_vocab, 3);
         evict::EvictionConfig ec;
         ec.policy = "random";
         ec.budget = B;
@@ -384,7 +376,7 @@ TEST_CASE("foresightkv_topk with phi = -(future score) reproduces Golden Evictio
       auto m = model::Transformer::load(test::load_bundle(name).dir);
       const auto& c = m->config();
       const int64_t T = 90, B = 16, W = 8;
-      trace::Trace t = random_trace(T, 6, c.n_vocab, 21);
+      trace::Trace t = test::random_trace(T, 6, c.n_vocab, 21);
       trace::LabelOptions lo;
       lo.budgets = {B};
       lo.window = W;
@@ -441,7 +433,7 @@ TEST_CASE("foresightkv policies run by name in fidelity; seeded, batch-invariant
   auto other = model::Transformer::load(test::load_bundle("llama_g3_tied_oldrope").dir);
   const int64_t vocab = std::min(c.n_vocab, other->config().n_vocab);
   trace::TraceSet set;
-  for (uint64_t s : {1, 2, 3}) set.traces.push_back(random_trace(50 + 7 * static_cast<int64_t>(s), 5, vocab, s));
+  for (uint64_t s : {1, 2, 3}) set.traces.push_back(test::random_trace(50 + 7 * static_cast<int64_t>(s), 5, vocab, s));
   harness::FidelityOptions o;
   o.policies = {"full", "foresightkv", "foresightkv_topk"};
   o.budgets = {16};

@@ -15,20 +15,12 @@
 #include "foresightkv/trace/labeler.h"
 #include "foresightkv/trace/trace_file.h"
 #include "support/model_fixtures.h"
+#include "support/traces.h"
 
 using namespace fkv;
 namespace fs = std::filesystem;
 
 namespace {
-
-trace::Trace random_trace(int64_t T, int64_t prompt, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  trace::Trace t;
-  t.id = "r" + std::to_string(seed);
-  for (int64_t i = 0; i < T; ++i) t.tokens.push_back(static_cast<int32_t>(rng() % vocab));
-  t.prompt_len = prompt;
-  return t;
-}
 
 std::string tmp(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("fkv_trace_test_" + std::to_string(::getpid()));
@@ -77,7 +69,7 @@ TEST_CASE("labeller labels equal the dense golden reference on independently cap
     DYNAMIC_SECTION(name) {
       auto m = model::Transformer::load(test::load_bundle(name).dir);
       const auto& c = m->config();
-      trace::Trace t = random_trace(83, 10, c.n_vocab, 3);
+      trace::Trace t = test::random_trace(83, 10, c.n_vocab, 3);
       trace::LabelOptions lo;
       lo.budgets = {16, 24};
       lo.window = 8;
@@ -110,7 +102,7 @@ TEST_CASE("slot alignment: replaying golden drops through the runtime keeps exac
       auto m = model::Transformer::load(test::load_bundle(name).dir);
       const auto& c = m->config();
       const int64_t T = 77, B = 16, W = 8;
-      trace::Trace t = random_trace(T, 6, c.n_vocab, 9);
+      trace::Trace t = test::random_trace(T, 6, c.n_vocab, 9);
       trace::LabelOptions lo;
       lo.budgets = {B};
       lo.window = W;
@@ -156,7 +148,7 @@ TEST_CASE("slot alignment: replaying golden drops through the runtime keeps exac
 TEST_CASE("trace files: round trip, corrupt, truncated, wrong version, JSONL errors", "[unit][trace]") {
   trace::TraceSet set;
   set.header = json{{"model", {{"sha256", "abc"}, {"n_layer", 2}, {"n_head_kv", 1}}}, {"seed", 3}};
-  trace::Trace t = random_trace(20, 4, 100, 1);
+  trace::Trace t = test::random_trace(20, 4, 100, 1);
   t.nll = at::rand({19});
   t.entropy = at::rand({19});
   trace::GoldenLabels g;
@@ -167,7 +159,7 @@ TEST_CASE("trace files: round trip, corrupt, truncated, wrong version, JSONL err
   t.labels.push_back(g);
   t.meta = json{{"question", "q"}, {"correct", true}};
   set.traces.push_back(t);
-  set.traces.push_back(random_trace(9, 3, 100, 2));
+  set.traces.push_back(test::random_trace(9, 3, 100, 2));
   const std::string p = tmp("set.safetensors");
   trace::write_trace_set(p, set);
   trace::TraceSet r = trace::read_trace_set(p);

@@ -21,6 +21,7 @@
 #include "foresightkv/train/feature_store.h"
 #include "foresightkv/train/sft.h"
 #include "support/model_fixtures.h"
+#include "support/traces.h"
 
 using namespace fkv;
 namespace fs = std::filesystem;
@@ -34,15 +35,6 @@ std::string tmp_dir(const std::string& name) {
   return d.string();
 }
 
-trace::Trace random_trace(int64_t T, int64_t prompt, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  trace::Trace t;
-  t.id = "t" + std::to_string(seed);
-  for (int64_t i = 0; i < T; ++i) t.tokens.push_back(static_cast<int32_t>(rng() % vocab));
-  t.prompt_len = prompt;
-  return t;
-}
-
 // A labelled trace file of the tiny qwen2 model (G = 2) for B = 16, W = 8.
 std::string labelled_traces(const std::string& dir, int n) {
   const std::string path = dir + "/traces.safetensors";
@@ -54,7 +46,7 @@ std::string labelled_traces(const std::string& dir, int n) {
   lo.budgets = {16};
   lo.window = 8;
   for (int i = 0; i < n; ++i) {
-    trace::Trace t = random_trace(48 + 9 * i, 4, m->config().n_vocab, 100 + i);
+    trace::Trace t = test::random_trace(48 + 9 * i, 4, m->config().n_vocab, 100 + i);
     trace::label_trace(*m, t, lo);
     set.traces.push_back(std::move(t));
   }
