@@ -41,7 +41,7 @@ int cmd_fidelity(const Args& a) {
   o.base.judge = a.get("judge", "");
   o.model_path = model_path;
   for (const auto& p : o.policies)  // the committed-judge lookup needs the model's sha256
-    if (p.rfind("foresightkv", 0) == 0 && o.model_sha256.empty()) o.model_sha256 = fkv::harness::model_sha256(model_path);
+    if (fkv::evict::is_learned_policy(p) && o.model_sha256.empty()) o.model_sha256 = fkv::harness::model_sha256(model_path);
   o.batch = a.get_int("batch", 4);
   o.limit = a.get_int("limit", 0);
   o.kv_f16 = a.get("kv-dtype", "f32") == "f16";

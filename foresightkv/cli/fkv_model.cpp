@@ -296,7 +296,7 @@ int cmd_generate(const Args& a) {
   o.eviction.query_window = a.get_int("query-window", -1);
   o.eviction.seed = static_cast<uint64_t>(a.get_int("seed", 0));
   o.eviction.judge = a.get("judge", "");
-  if (o.eviction.policy.rfind("foresightkv", 0) == 0) {  // the learned policies: pick and check the judge
+  if (fkv::evict::is_learned_policy(o.eviction.policy)) {  // the learned policies: pick and check the judge
     const auto& mc = m->config();
     fkv::judge::register_policies();
     fkv::judge::resolve_judge(o.eviction, model_path, fkv::harness::model_sha256(model_path),

@@ -13,6 +13,8 @@ const std::vector<std::string>& policy_names() {
   return names;
 }
 
+bool is_learned_policy(const std::string& p) { return p == "foresightkv" || p == "foresightkv_topk"; }
+
 std::string to_string(Variant v) { return v == Variant::Parity ? "parity" : "intended"; }
 std::string to_string(Trigger t) {
   return t == Trigger::Length ? "length" : t == Trigger::Counter ? "counter" : "auto";
@@ -55,7 +57,7 @@ EvictionConfig EvictionConfig::resolved() const {
       c.query_window = 8;  // official window_size default (spec §F.0)
     else if (c.policy == "tova")
       c.query_window = 1;  // TOVA scores by the newest query's attention
-    else if (c.policy == "foresightkv" || c.policy == "foresightkv_topk")
+    else if (is_learned_policy(c.policy))
       c.query_window = c.window;  // the judge's statistics: the last segment's L queries (spec §B.2)
     else
       c.query_window = 0;

@@ -54,5 +54,7 @@ std::string to_string(Trigger t);
 Variant parse_variant(const std::string& s);
 /// Every policy name, in report order.
 const std::vector<std::string>& policy_names();
+/// foresightkv or foresightkv_topk: the policies that score with a learned judge (EvictionConfig::judge).
+bool is_learned_policy(const std::string& policy);
 
 }  // namespace fkv::evict

@@ -168,10 +168,7 @@ class Random final : public Policy {
     at::Tensor picks = at::empty({H, m}, at::kLong);
     std::vector<int64_t> idx(static_cast<size_t>(C));
     for (int64_t h = 0; h < H; ++h) {
-      uint64_t key = splitmix64(seed_);
-      for (uint64_t x : {v.stream, static_cast<uint64_t>(v.layer), static_cast<uint64_t>(v.event), static_cast<uint64_t>(h)})
-        key = splitmix64(key ^ x);
-      std::mt19937_64 rng(key);
+      std::mt19937_64 rng(choice_key(seed_, v.stream, v.layer, v.event, h));
       for (int64_t i = 0; i < C; ++i) idx[i] = i;
       for (int64_t i = 0; i < m; ++i) {  // partial Fisher-Yates
         const int64_t j = i + static_cast<int64_t>(rng() % static_cast<uint64_t>(C - i));
@@ -193,6 +190,13 @@ uint64_t splitmix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
+}
+
+uint64_t choice_key(uint64_t seed, uint64_t stream, int64_t layer, int64_t event, int64_t head) {
+  uint64_t key = splitmix64(seed);
+  for (uint64_t x : {stream, static_cast<uint64_t>(layer), static_cast<uint64_t>(event), static_cast<uint64_t>(head)})
+    key = splitmix64(key ^ x);
+  return key;
 }
 
 at::Tensor max_pool_last(const at::Tensor& x, int64_t kernel) {
@@ -263,7 +267,7 @@ std::unique_ptr<Policy> make_policy(const EvictionConfig& c) {
     auto it = registry().find(c.policy);
     if (it != registry().end()) return it->second(c);
   }
-  if (c.policy == "foresightkv" || c.policy == "foresightkv_topk")
+  if (is_learned_policy(c.policy))
     throw InvalidArgument(fmt::format("policy '{}' is the learned judge (fkv_judge library): call "
                                       "fkv::judge::register_policies() before building an Evictor",
                                       c.policy));

@@ -76,6 +76,9 @@ void register_policy(const std::string& name, PolicyFactory factory);
 /// SplitMix64 finaliser: the key mixer of every seeded eviction choice (random, foresightkv's sampled drop sets,
 /// fkv-train's data order), so their streams are portable and independent of the standard library.
 uint64_t splitmix64(uint64_t x);
+/// The seed of one seeded eviction choice: splitmix64 chained over (seed, sequence stream, layer, event, KV head), so a
+/// sequence's choices do not depend on its batch slot, the batch composition or the thread schedule.
+uint64_t choice_key(uint64_t seed, uint64_t stream, int64_t layer, int64_t event, int64_t head);
 
 /// Max-pool along the last axis with stride 1 and same-size output (padding kernel/2 with -inf), as
 /// torch.nn.functional.max_pool1d(kernel, 1, kernel // 2).

@@ -88,7 +88,7 @@ json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, con
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
   // the learned policies: the judge's content, not where the file lies, decides the samples
   if (cfg.contains("eviction") && cfg["eviction"].contains("judge")) {
-    cfg["eviction"]["judge"] = sha256_file(c.eviction.judge);
+    cfg["eviction"]["judge"] = model_sha256(c.eviction.judge);  // a file or an HF checkpoint directory
   }
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
   if (weights != "native") j["weights"] = weights;

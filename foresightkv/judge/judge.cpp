@@ -49,13 +49,6 @@ std::string judge_key(int64_t layer, const char* fc, const char* kind) {
   return fmt::format("model.layers.{}.self_attn.judge_model.{}.{}", layer, fc, kind);
 }
 
-at::Tensor tensor_from_file(const std::string& path, const std::string& name) {
-  io::SafetensorsFile f(path);
-  auto it = f.tensors().find(name);
-  FKV_CHECK_FORMAT(it != f.tensors().end(), "{}: no tensor '{}'", path, name);
-  return st_to_float(it->second, path);
-}
-
 Judge Judge::init(const JudgeShape& s, double init_std, uint64_t seed) {
   FKV_CHECK_ARG(s.n_layer > 0 && s.n_head_kv > 0 && s.head_dim > 0 && s.group > 0 && s.hidden > 0,
                 "judge: bad shape (layers {}, KV heads {}, head_dim {}, group {}, hidden {})", s.n_layer, s.n_head_kv,
@@ -93,7 +86,6 @@ Judge Judge::load(const std::string& path) {
   FKV_CHECK_FORMAT(static_cast<int64_t>(layers.size()) == L, "{}: judge tensors for {} layers but the highest is {}",
                    path, layers.size(), L - 1);
   Judge j;
-  const std::string file0 = ck.files().empty() ? path : ck.files().front();
   for (int64_t l = 0; l < L; ++l) {
     auto get = [&](const char* fc, const char* kind) {
       const std::string k = judge_key(l, fc, kind);
@@ -136,7 +128,6 @@ Judge Judge::load(const std::string& path) {
                        meta.value("version", 0), kJudgeFormatVersion);
     }
   }
-  (void)file0;
   j.shape_.n_layer = L;
   j.shape_.n_head_kv = H;
   j.shape_.hidden = K;

@@ -86,7 +86,4 @@ std::string judge_key(int64_t layer, const char* fc, const char* kind);
 /// FormatError naming `path` for other dtypes or a size mismatch.
 at::Tensor tensor_from_st(const io::StTensor& t, const std::string& path);
 
-/// Read a safetensors tensor (F32/F16/BF16) into a new fp32 CPU tensor.
-at::Tensor tensor_from_file(const std::string& path, const std::string& name);
-
 }  // namespace fkv::judge

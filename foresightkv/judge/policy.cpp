@@ -69,10 +69,7 @@ at::Tensor choose_drops(const at::Tensor& phi_in, int64_t d, bool sampled, bool 
     std::partial_sort(order.begin(), order.begin() + pool, order.end(), desc);
     pool_s.resize(static_cast<size_t>(pool));
     for (int64_t i = 0; i < pool; ++i) pool_s[i] = parity ? round_bf16(p[order[i]]) : p[order[i]];
-    uint64_t key = evict::splitmix64(seed);
-    for (uint64_t x : {stream, static_cast<uint64_t>(layer), static_cast<uint64_t>(event), static_cast<uint64_t>(h)})
-      key = evict::splitmix64(key ^ x);
-    std::mt19937_64 rng(key);
+    std::mt19937_64 rng(evict::choice_key(seed, stream, layer, event, h));
     const std::vector<int64_t> pick = sample_without_replacement(pool_s.data(), pool, d, rng);
     for (int64_t i = 0; i < d; ++i) o[i] = order[pick[i]];
   }
@@ -186,7 +183,7 @@ std::string find_committed_judge(const std::string& model_sha, int64_t budget, i
 
 void resolve_judge(evict::EvictionConfig& cfg, const std::string& model_path, const std::string& model_sha,
                    const JudgeShape& model_shape) {
-  if (cfg.policy != "foresightkv" && cfg.policy != "foresightkv_topk") return;
+  if (!evict::is_learned_policy(cfg.policy)) return;
   if (cfg.judge.empty()) {
     cfg.judge = find_committed_judge(model_sha, cfg.budget, cfg.window);
     FKV_CHECK_ARG(!cfg.judge.empty(),

@@ -94,16 +94,17 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
   fs::create_directories(dir);
   const std::string mpath = dir + "/store.json";
   json want = manifest_for(o, m);
-  if (file_exists(mpath)) {
-    json have = read_json_file(mpath);
+  const json have = file_exists(mpath) ? read_json_file(mpath) : json();
+  if (!have.is_null()) {
     for (const char* k : {"version", "n_layer", "n_head_kv", "head_dim", "group", "budget", "window", "variant"})
       FKV_CHECK_ARG(have.value(k, json()) == want[k],
                     "feature store {} was extracted with {} = {} (this run: {}); use another store directory or "
                     "delete it",
                     dir, k, have.value(k, json()).dump(), want[k].dump());
-    FKV_CHECK_ARG(have["model"].value("sha256", "") == o.model_sha256,
+    const std::string have_sha = have.value("model", json::object()).value("sha256", "");
+    FKV_CHECK_ARG(have_sha == o.model_sha256,
                   "feature store {} was extracted with another model (sha256 {}); use another store directory", dir,
-                  have["model"].value("sha256", "").substr(0, 12));
+                  have_sha.substr(0, 12));
   }
   // eligible traces: labels for (B, W) with at least one step
   struct Item {
@@ -126,9 +127,8 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
   for (const auto& it : items) files.push_back({{"id", it.t->id}, {"length", it.t->length()}, {"steps", it.lb->drops.size(1)}});
   want["source"] = o.traces_path;
   want["traces"] = files;
-  if (file_exists(mpath)) {
-    json have = read_json_file(mpath);
-    const json& hf = have.value("traces", json::array());
+  if (!have.is_null()) {
+    const json hf = have.value("traces", json::array());
     for (size_t i = 0; i < std::min(hf.size(), files.size()); ++i)
       FKV_CHECK_ARG(hf[i] == files[i],
                     "feature store {} holds trace {} = {} but the input's trace {} is {}; use another store directory",

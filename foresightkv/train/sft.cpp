@@ -312,9 +312,8 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     res.extract_seconds += r.seconds;
     return r;
   };
-  const ExtractReport xr = extract(cfg.traces, store_dir, cfg.limit);
-  ExtractReport xe;
-  if (!cfg.eval_traces.empty()) xe = extract(cfg.eval_traces, eval_dir, cfg.eval_limit);
+  extract(cfg.traces, store_dir, cfg.limit);
+  if (!cfg.eval_traces.empty()) extract(cfg.eval_traces, eval_dir, cfg.eval_limit);
   model.reset();
   FeatureStore store(store_dir);
   std::unique_ptr<FeatureStore> eval_store;
@@ -351,9 +350,15 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     start = cm.value("step", int64_t{0});
     opt.init(j.parameters());
     const auto names = j.parameter_names();
+    io::SafetensorsFile f(ckpt);
+    auto state = [&](const std::string& key) {
+      auto it = f.tensors().find(key);
+      FKV_CHECK_FORMAT(it != f.tensors().end(), "{}: no optimizer tensor '{}' (not an fkv-train checkpoint?)", ckpt, key);
+      return judge::tensor_from_st(it->second, ckpt).to(at::kFloat);
+    };
     for (size_t i = 0; i < names.size(); ++i) {
-      opt.m[i] = judge::tensor_from_file(ckpt, param_key("m", names[i]));
-      opt.v[i] = judge::tensor_from_file(ckpt, param_key("v", names[i]));
+      opt.m[i] = state(param_key("m", names[i]));
+      opt.v[i] = state(param_key("v", names[i]));
     }
     opt.t = cm.value("adam_t", int64_t{0});
     truncate_log(log_path, start);
@@ -442,8 +447,6 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   save_all(cfg.steps, true);
   res.final_path = out + "/final.safetensors";
   res.seconds = now_seconds() - t_start;
-  (void)xr;
-  (void)xe;
   return res;
 }
 

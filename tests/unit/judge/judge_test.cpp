@@ -93,15 +93,7 @@ TEST_CASE("judge features equal a naive reference from explicit attention probab
         ev.set_policy(std::move(probe));
         QueryLog taps(ev, c.n_layer);
         cache::KvCache kv = m->make_cache(1, ev.config().capacity_for_chunk(L));
-        for (int64_t s = 0; s < T; s += L) {
-          const int64_t n = std::min(L, T - s);
-          at::Tensor ids =
-              at::tensor(std::vector<int64_t>(t.tokens.begin() + s, t.tokens.begin() + s + n), at::kLong).view({1, n});
-          at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
-          ev.begin_forward(pos, {n});
-          m->forward(ids, pos, kv, model::Logits::None, &taps);
-          ev.end_forward(kv);
-        }
+        test::run_in_chunks(*m, t, L, ev, kv, &taps, [](int64_t) {});
         REQUIRE(pr->events.size() >= static_cast<size_t>(3 * c.n_layer));
         // reference: per layer, accumulators keyed by absolute position (not by slot), double precision loops
         for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -400,23 +392,12 @@ TEST_CASE("foresightkv_topk with phi = -(future score) reproduces Golden Evictio
       pol->lb = &g;
       ev.set_policy(std::move(pol));
       cache::KvCache kv = m->make_cache(1, ev.config().capacity_for_chunk(W));
-      int64_t events = 0;
-      for (int64_t s = 0; s < T; s += W) {
-        const int64_t n = std::min(W, T - s);
-        at::Tensor ids =
-            at::tensor(std::vector<int64_t>(t.tokens.begin() + s, t.tokens.begin() + s + n), at::kLong).view({1, n});
-        at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
-        ev.begin_forward(pos, {n});
-        m->forward(ids, pos, kv, model::Logits::None);
-        ev.end_forward(kv);
-        if (ev.stats().events > events) {
-          events = ev.stats().events;
-          if (events - 1 >= S) continue;
-          at::Tensor expect = trace::replay_survivors(g, T, events - 1);
-          for (int64_t l = 0; l < c.n_layer; ++l)
-            for (int64_t h = 0; h < c.n_head_kv; ++h) REQUIRE(at::equal(kv.pos(l)[0][h].narrow(0, 0, B), expect[l][h]));
-        }
-      }
+      const int64_t events = test::run_in_chunks(*m, t, W, ev, kv, nullptr, [&](int64_t step) {
+        if (step >= S) return;
+        at::Tensor expect = trace::replay_survivors(g, T, step);
+        for (int64_t l = 0; l < c.n_layer; ++l)
+          for (int64_t h = 0; h < c.n_head_kv; ++h) REQUIRE(at::equal(kv.pos(l)[0][h].narrow(0, 0, B), expect[l][h]));
+      });
       REQUIRE(events >= S);
     }
   }

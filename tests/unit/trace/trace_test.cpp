@@ -119,27 +119,15 @@ TEST_CASE("slot alignment: replaying golden drops through the runtime keeps exac
       evict::Evictor ev(ec, 1, c.n_layer, c.n_head_q, c.n_head_kv, c.head_dim);
       dynamic_cast<evict::GoldenPolicy*>(ev.policy())->set_labels(0, g.drops);
       cache::KvCache kv = m->make_cache(1, ec.resolved().capacity_for_chunk(W));
-      int64_t events = 0;
-      for (int64_t s = 0; s < T; s += W) {
-        const int64_t n = std::min(W, T - s);
-        at::Tensor ids = at::tensor(std::vector<int64_t>(t.tokens.begin() + s, t.tokens.begin() + s + n), at::kLong)
-                             .view({1, n});
-        at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
-        ev.begin_forward(pos, {n});
-        m->forward(ids, pos, kv, model::Logits::None);
-        ev.end_forward(kv);
-        if (ev.stats().events > events) {
-          events = ev.stats().events;
-          const int64_t step = events - 1;
-          if (step >= S) continue;  // past the oracle (nothing follows in the trace)
-          at::Tensor expect = trace::replay_survivors(g, T, step);  // [L, H, B]
-          for (int64_t l = 0; l < c.n_layer; ++l)
-            for (int64_t h = 0; h < c.n_head_kv; ++h) {
-              REQUIRE(kv.length(0, l, h) == B);
-              REQUIRE(at::equal(kv.pos(l)[0][h].narrow(0, 0, B), expect[l][h]));
-            }
-        }
-      }
+      const int64_t events = test::run_in_chunks(*m, t, W, ev, kv, nullptr, [&](int64_t step) {
+        if (step >= S) return;  // past the oracle (nothing follows in the trace)
+        at::Tensor expect = trace::replay_survivors(g, T, step);  // [L, H, B]
+        for (int64_t l = 0; l < c.n_layer; ++l)
+          for (int64_t h = 0; h < c.n_head_kv; ++h) {
+            REQUIRE(kv.length(0, l, h) == B);
+            REQUIRE(at::equal(kv.pos(l)[0][h].narrow(0, 0, B), expect[l][h]));
+          }
+      });
       REQUIRE(events >= S);
     }
   }
