@@ -192,6 +192,41 @@ GoldenLayerLabels golden_schedule(const at::Tensor& abar, int64_t T, const Golde
   return out;
 }
 
+at::Tensor future_scores(const at::Tensor& abar, int64_t T, const GoldenOptions& opt) {
+  check_window_budget(opt.budget, opt.window);
+  const at::Tensor a = checked_abar(abar, T, opt.window);
+  const int64_t B = opt.budget, W = opt.window, Hkv = a.size(0), nb = a.size(2);
+  const int64_t S = golden_steps(T, B, W), b0 = 1 + B / W, R = nb - b0;
+  at::Tensor out = at::empty({Hkv, T, S}, at::kFloat);
+  if (S == 0) return out;
+  FKV_CHECK(R >= S, "golden: internal error: {} steps but only {} future blocks (T={}, B={}, W={})", S, R, T, B, W);
+  const float* ap = a.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t j = 0; j < Hkv; ++j)
+    for (int64_t n = 0; n < T; ++n) {
+      const float* row = ap + (j * T + n) * nb;
+      float* o = op + (j * T + n) * S;
+      float m = kNegInf;
+      for (int64_t r = R - 1; r >= 0; --r) {
+        m = std::max(m, row[b0 + r]);
+        if (r < S) o[r] = m;
+      }
+    }
+  return out;
+}
+
+std::vector<int64_t> oracle_drops(const float* alpha, int64_t n, int64_t d) {
+  FKV_CHECK_ARG(d >= 0 && d <= n, "oracle_drops: {} drops from {} candidates", d, n);
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), int64_t{0});
+  std::partial_sort(idx.begin(), idx.begin() + d, idx.end(), [&](int64_t x, int64_t y) {
+    return alpha[x] < alpha[y] || (alpha[x] == alpha[y] && x < y);
+  });
+  idx.resize(static_cast<size_t>(d));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
 GoldenLayerLabels golden_layer_labels(const at::Tensor& q, const at::Tensor& k, const GoldenOptions& opt) {
   check_window_budget(opt.budget, opt.window);
   const at::Tensor abar = block_scores(q, k, opt.window, opt.bf16_probs);

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace fkv::golden {
 
@@ -45,6 +46,16 @@ struct GoldenLayerLabels {
 /// Ties in alpha: the lower slot is dropped first. Suffix max over blocks is precomputed, and the row list is kept
 /// as "B cache slots + untouched tail [next, T)", so each step is O(B) average (nth_element) per head.
 GoldenLayerLabels golden_schedule(const at::Tensor& abar, int64_t T, const GoldenOptions& opt);
+
+/// The oracle's future score of EVERY position at every step: fut[j, n, s] = alpha_s(n) = max_{r >= s} abar[j, n,
+/// b0 + r] for s < golden_steps(T, B, W), fp32 [Hkv, T, S]. alpha depends only on the key's absolute position and
+/// the step, so any cache state reached by any policy on this sequence can be labelled from it (on-policy data,
+/// train/feature_store.h). On the golden trajectory, -fut gathered at the candidates equals golden_schedule's scores.
+at::Tensor future_scores(const at::Tensor& abar, int64_t T, const GoldenOptions& opt);
+
+/// The oracle's choice among candidates with future scores alpha [n]: the `d` smallest, ties to the lower slot,
+/// returned ascending (golden_schedule's rule, usable on any cache state).
+std::vector<int64_t> oracle_drops(const float* alpha, int64_t n, int64_t d);
 
 /// Convenience: golden_schedule(block_scores(q, k, W, bf16), T, opt).
 GoldenLayerLabels golden_layer_labels(const at::Tensor& q, const at::Tensor& k, const GoldenOptions& opt);

@@ -23,6 +23,12 @@ struct LabelOptions {
 /// Fill t.nll/t.entropy (when absent) and add GoldenLabels for every budget not yet present.
 void label_trace(const model::Transformer& model, Trace& t, const LabelOptions& opt);
 
+/// The oracle's future score of every position at every step of a (B, W) schedule, for every layer: fp32
+/// [layers, Hkv, T, S] = golden::future_scores of the same full-cache pass label_trace runs (spec §C.2). Labels
+/// any cache state a policy reaches on this trace (on-policy judge data, train/feature_store.h).
+at::Tensor future_score_tables(const model::Transformer& model, const Trace& t, int64_t budget, int64_t window,
+                               bool bf16_probs = true, int64_t chunk = 512);
+
 /// Survivors after replaying a schedule: for labels [layers, steps, Hkv, W] of a T-token trace with budget B,
 /// the absolute positions alive in the model's cache right after eviction step `step` (rows[0:B] then the
 /// newest W are appended by the next chunk): returns [layers, Hkv, B] int64.

@@ -1,6 +1,7 @@
 #include "foresightkv/train/feature_store.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,9 @@
 #include "foresightkv/core/timer.h"
 #include "foresightkv/harness/fidelity.h"
 #include "foresightkv/evict/evictor.h"
+#include "foresightkv/golden/schedule.h"
+#include "foresightkv/judge/policy.h"
+#include "foresightkv/trace/labeler.h"
 #include "foresightkv/judge/features.h"
 #include "foresightkv/judge/judge.h"
 
@@ -24,27 +28,31 @@ constexpr int kStoreVersion = 1;
 
 struct Buffers {
   at::Tensor kv, pos, stats;  // see feature_store.h
+  at::Tensor fut;             // on-policy: the oracle's future scores [layers, Hkv, T, S] (undefined: golden)
+  at::Tensor target, drops;   // on-policy: filled at every event from fut
   std::vector<char> seen;     // [layers * S]
 };
 
-// The golden policy, recording the judge's inputs at every golden step before delegating the decision.
+// Records the judge's inputs at every eviction event s < S before delegating the decision to `inner` (the golden
+// policy replaying the labels, or the judge being trained). On-policy buffers also get the oracle's targets for
+// the candidates actually held: -alpha_s(pos) and the W slots the oracle would drop from this state.
 class Recorder final : public evict::Policy {
  public:
-  Recorder(std::vector<const trace::GoldenLabels*> labels, std::vector<Buffers>* buf, judge::FeatureOptions fo)
-      : labels_(std::move(labels)), buf_(buf), fo_(fo) {
-    for (size_t s = 0; s < labels_.size(); ++s) golden_.set_labels(static_cast<int64_t>(s), labels_[s]->drops);
-  }
-  std::string name() const override { return "golden"; }
+  Recorder(std::unique_ptr<evict::Policy> inner, std::vector<int64_t> steps, int64_t budget, int64_t window,
+           std::vector<Buffers>* buf, judge::FeatureOptions fo)
+      : inner_(std::move(inner)), steps_(std::move(steps)), budget_(budget), window_(window), buf_(buf), fo_(fo) {}
+  std::string name() const override { return inner_->name(); }
   bool needs_attention() const override { return true; }
   bool needs_accumulators() const override { return true; }
   bool first_event_sees_history(evict::Variant) const override { return true; }
   at::Tensor select(const evict::LayerView& v) override {
-    const trace::GoldenLabels* lb = labels_.at(v.seq);
-    const int64_t S = lb->drops.size(1), B = lb->budget;
+    const int64_t S = steps_.at(v.seq), B = budget_;
     if (v.event < S) {
       const int64_t C = v.n - v.protect;
-      FKV_CHECK(C == B, "feature store: event {} of layer {} has {} candidates, the labels {} (schedule mismatch)",
-                v.event, v.layer, C, B);
+      FKV_CHECK(C == B && v.n - v.budget == window_,
+                "feature store: event {} of layer {} has {} candidates and {} drops, the labels {} and {} (schedule "
+                "mismatch)",
+                v.event, v.layer, C, v.n - v.budget, B, window_);
       Buffers& b = (*buf_)[v.seq];
       at::Tensor st = judge::attention_features(v, C, fo_);  // [H, C, 8G]
       b.stats[v.layer][v.event].copy_(st);
@@ -53,47 +61,64 @@ class Recorder final : public evict::Policy {
       at::Tensor kv = at::cat({v.k.narrow(1, 0, C), v.v.narrow(1, 0, C)}, 2);  // [H, C, 2d]
       at::Tensor table = b.kv[v.layer];                                       // [H, T, 2d]
       for (int64_t h = 0; h < kv.size(0); ++h) table[h].index_copy_(0, pos[h], kv[h].to(table.scalar_type()));
+      if (b.fut.defined()) {
+        at::Tensor p = pos.to(at::kLong).contiguous();
+        for (int64_t h = 0; h < p.size(0); ++h) {
+          // alpha_s of the held candidates: fut[l, h, pos, s]
+          at::Tensor alpha = b.fut[v.layer][h].index_select(0, p[h]).select(1, v.event).contiguous();
+          b.target[v.layer][v.event][h].copy_(-alpha);
+          const std::vector<int64_t> d = golden::oracle_drops(alpha.data_ptr<float>(), C, window_);
+          for (int64_t w = 0; w < window_; ++w) b.drops[v.layer][v.event][h][w] = d[static_cast<size_t>(w)];
+        }
+      }
       b.seen[v.layer * S + v.event] = 1;
     }
-    return golden_.select(v);
+    return inner_->select(v);
   }
 
  private:
-  std::vector<const trace::GoldenLabels*> labels_;
+  std::unique_ptr<evict::Policy> inner_;
+  std::vector<int64_t> steps_;
+  int64_t budget_, window_;
   std::vector<Buffers>* buf_;
   judge::FeatureOptions fo_;
-  evict::GoldenPolicy golden_;
 };
 
 std::string file_name(const std::string& dir, int64_t i) { return fmt::format("{}/{:06d}.safetensors", dir, i); }
 
-json manifest_for(const ExtractOptions& o, const model::Transformer& m) {
+json manifest_for(const ExtractOptions& o, const model::Transformer& m, const RolloutOptions* ro) {
   const auto& c = m.config();
-  return json{{"format", "fkv-feature-store"},
-              {"version", kStoreVersion},
-              {"model", {{"path", o.model_path}, {"sha256", o.model_sha256}}},
-              {"n_layer", c.n_layer},
-              {"n_head_kv", c.n_head_kv},
-              {"head_dim", c.head_dim},
-              {"group", c.n_head_q / c.n_head_kv},
-              {"budget", o.budget},
-              {"window", o.window},
-              {"variant", evict::to_string(o.variant)},
-              {"layout", "kv [layers,Hkv,T,2d] f16; pos [layers,S,Hkv,B] i32; stats [layers,S,Hkv,B,8G] bf16 "
-                         "(MAX,MIN,SUM,SUM16,SUM8,SUM32,CUM,DEC feature-major); target [layers,S,Hkv,B] f32; "
-                         "drops [layers,S,Hkv,W] i32"}};
+  json j{{"format", "fkv-feature-store"},
+         {"version", kStoreVersion},
+         {"model", {{"path", o.model_path}, {"sha256", o.model_sha256}}},
+         {"n_layer", c.n_layer},
+         {"n_head_kv", c.n_head_kv},
+         {"head_dim", c.head_dim},
+         {"group", c.n_head_q / c.n_head_kv},
+         {"budget", o.budget},
+         {"window", o.window},
+         {"variant", evict::to_string(o.variant)},
+         {"trajectory", ro ? "judge" : "golden"},
+         {"layout", "kv [layers,Hkv,T,2d] f16; pos [layers,S,Hkv,B] i32; stats [layers,S,Hkv,B,8G] bf16 "
+                    "(MAX,MIN,SUM,SUM16,SUM8,SUM32,CUM,DEC feature-major); target [layers,S,Hkv,B] f32; "
+                    "drops [layers,S,Hkv,W] i32"}};
+  if (ro)
+    j["rollout"] = {{"judge_sha256", ro->judge_sha256}, {"sampled", ro->sampled}, {"seed", ro->seed},
+                    {"bf16_probs", ro->bf16_probs}};
+  return j;
 }
 
 }  // namespace
 
 ExtractReport extract_features(const model::Transformer& m, const trace::TraceSet& set, const ExtractOptions& o,
-                               const std::string& dir) {
+                               const std::string& dir, const RolloutOptions* ro) {
   FKV_CHECK_ARG(o.budget > 0 && o.window > 0 && o.budget % o.window == 0,
                 "feature store: budget {} must be a positive multiple of the window {}", o.budget, o.window);
+  FKV_CHECK_ARG(!ro || ro->judge, "feature store: an on-policy rollout needs a judge");
   const auto& mc = m.config();
   fs::create_directories(dir);
   const std::string mpath = dir + "/store.json";
-  json want = manifest_for(o, m);
+  json want = manifest_for(o, m, ro);
   const json have = file_exists(mpath) ? read_json_file(mpath) : json();
   if (!have.is_null()) {
     for (const char* k : {"version", "n_layer", "n_head_kv", "head_dim", "group", "budget", "window", "variant"})
@@ -101,6 +126,12 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
                     "feature store {} was extracted with {} = {} (this run: {}); use another store directory or "
                     "delete it",
                     dir, k, have.value(k, json()).dump(), want[k].dump());
+    FKV_CHECK_ARG(have.value("trajectory", std::string("golden")) == want["trajectory"].get<std::string>() &&
+                      have.value("rollout", json()) == want.value("rollout", json()),
+                  "feature store {} holds other states (trajectory {}, rollout {}) than this run's ({}, {}); use "
+                  "another store directory or delete it",
+                  dir, have.value("trajectory", std::string("golden")), have.value("rollout", json()).dump(),
+                  want["trajectory"].get<std::string>(), want.value("rollout", json()).dump());
     const std::string have_sha = have.value("model", json::object()).value("sha256", "");
     FKV_CHECK_ARG(have_sha == o.model_sha256,
                   "feature store {} was extracted with another model (sha256 {}); use another store directory", dir,
@@ -156,7 +187,7 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
     todo.push_back(it);
   }
   evict::EvictionConfig cfg;
-  cfg.policy = "golden";
+  cfg.policy = "golden";  // the Recorder replaces the policy (golden replay, or the judge for rollouts)
   cfg.budget = o.budget;
   cfg.window = o.window;
   cfg.variant = o.variant;
@@ -166,8 +197,9 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
   for (size_t b0 = 0; b0 < todo.size(); b0 += static_cast<size_t>(std::max<int64_t>(1, o.batch))) {
     std::vector<Item> chunk(todo.begin() + b0, todo.begin() + std::min(todo.size(), b0 + std::max<int64_t>(1, o.batch)));
     std::vector<const trace::Trace*> batch;
-    std::vector<const trace::GoldenLabels*> labels;
+    std::vector<int64_t> steps;
     std::vector<Buffers> buf(chunk.size());
+    auto golden = std::make_unique<evict::GoldenPolicy>();
     for (size_t s = 0; s < chunk.size(); ++s) {
       const auto* t = chunk[s].t;
       const auto* lb = chunk[s].lb;
@@ -175,23 +207,44 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
                     "trace '{}': labels for {} layers x {} KV heads, the model has {} x {} (traces of another model?)",
                     t->id, lb->drops.size(0), lb->drops.size(2), L, H);
       batch.push_back(t);
-      labels.push_back(lb);
+      golden->set_labels(static_cast<int64_t>(s), lb->drops);
       const int64_t S = lb->drops.size(1);
+      steps.push_back(S);
       buf[s].kv = at::zeros({L, H, t->length(), 2 * D}, at::kHalf);
       buf[s].pos = at::zeros({L, S, H, o.budget}, at::kInt);
       buf[s].stats = at::zeros({L, S, H, o.budget, 8 * G}, at::kBFloat16);
       buf[s].seen.assign(static_cast<size_t>(L * S), 0);
+      if (ro) {
+        buf[s].fut = trace::future_score_tables(m, *t, o.budget, o.window, ro->bf16_probs, ro->chunk);
+        FKV_CHECK(buf[s].fut.size(3) == S, "feature store: trace '{}' has {} oracle steps, its labels {}", t->id,
+                  buf[s].fut.size(3), S);
+        buf[s].target = at::zeros({L, S, H, o.budget}, at::kFloat);
+        buf[s].drops = at::zeros({L, S, H, o.window}, at::kInt);
+      }
     }
+    std::unique_ptr<evict::Policy> inner;
+    if (ro) {
+      evict::EvictionConfig jc = cfg;
+      jc.policy = ro->sampled ? "foresightkv" : "foresightkv_topk";
+      jc.seed = ro->seed;
+      inner = std::make_unique<judge::JudgePolicy>(ro->judge, ro->sampled, jc);
+    } else {
+      inner = std::move(golden);
+    }
+    c10::AutoGradMode no_grad(false);
     harness::run_teacher_forced(m, batch, cfg, false, [&](evict::Evictor& ev) {
-      ev.set_policy(std::make_unique<Recorder>(labels, &buf, fo));
+      for (size_t s = 0; s < chunk.size(); ++s)
+        ev.set_stream(static_cast<int64_t>(s), static_cast<uint64_t>(chunk[s].index));
+      ev.set_policy(std::make_unique<Recorder>(std::move(inner), steps, o.budget, o.window, &buf, fo));
     });
     for (size_t s = 0; s < chunk.size(); ++s) {
       const auto* t = chunk[s].t;
       const auto* lb = chunk[s].lb;
       const int64_t S = lb->drops.size(1);
       for (char c : buf[s].seen)
-        FKV_CHECK(c, "feature store: trace '{}' did not reach all {} golden steps in every layer", t->id, S);
-      at::Tensor target = lb->scores.to(at::kFloat).contiguous(), drops = lb->drops.to(at::kInt).contiguous();
+        FKV_CHECK(c, "feature store: trace '{}' did not reach all {} eviction steps in every layer", t->id, S);
+      at::Tensor target = ro ? buf[s].target : lb->scores.to(at::kFloat).contiguous();
+      at::Tensor drops = ro ? buf[s].drops : lb->drops.to(at::kInt).contiguous();
       at::Tensor kv = buf[s].kv.contiguous(), pos = buf[s].pos.contiguous(), st = buf[s].stats.contiguous();
       auto shape = [](const at::Tensor& x) { return std::vector<int64_t>(x.sizes().begin(), x.sizes().end()); };
       std::vector<io::StWriteTensor> out = {{"kv", io::StDtype::F16, shape(kv), kv.data_ptr()},
@@ -204,8 +257,8 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
       ++rep.extracted_now;
       rep.tokens_now += t->length();
     }
-    FKV_LOG_INFO("feature store: {}/{} traces extracted now ({:.1f} tokens/s)", rep.extracted_now, todo.size(),
-                 rep.tokens_now / std::max(1e-9, now_seconds() - t0));
+    FKV_LOG_INFO("feature store{}: {}/{} traces extracted now ({:.1f} tokens/s)", ro ? " (judge rollouts)" : "",
+                 rep.extracted_now, todo.size(), rep.tokens_now / std::max(1e-9, now_seconds() - t0));
   }
   rep.seconds = now_seconds() - t0;
   for (const auto& it : items) {

@@ -4,6 +4,8 @@
 // golden policy) while a recording wrapper captures, at every golden step s and layer l, the candidates' absolute
 // positions and attention statistics, and the keys/values of every token as the golden run computed them.
 //
+// On-policy stores (RolloutOptions) hold the states the judge itself reaches, labelled by the oracle.
+//
 // One safetensors file per trace, STORE/NNNNNN.safetensors (written atomically, so extraction resumes after a
 // kill: finished files are kept, the interrupted one is redone), plus STORE/store.json (model, B, W, variant,
 // feature layout, source file; a rerun with other settings refuses to mix):
@@ -23,6 +25,7 @@
 #include "foresightkv/core/json.h"
 #include "foresightkv/evict/config.h"
 #include "foresightkv/io/safetensors.h"
+#include "foresightkv/judge/judge.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/trace/trace_file.h"
 
@@ -42,9 +45,24 @@ struct ExtractReport {
   int64_t bytes = 0;  // total store bytes
 };
 
-/// Extract (or complete) the store in `dir` for the traces of `set` that carry (B, W) labels with >= 1 step.
+/// On-policy states (beyond the paper; fkv-train sft `trajectory: judge | mixed`): the cache states are those
+/// `judge` reaches when it evicts (sampled like `foresightkv`, or the D largest like `foresightkv_topk`),
+/// teacher-forced on the trace; the targets are the oracle's future scores of the candidates actually held,
+/// -alpha_s(pos) from trace::future_score_tables (alpha depends only on a key's absolute position and the step),
+/// and `drops` the W slots the oracle would evict from that state (golden::oracle_drops). Same file layout.
+struct RolloutOptions {
+  std::shared_ptr<const judge::Judge> judge;
+  std::string judge_sha256;  // recorded in store.json: a rerun with another judge refuses to mix states
+  bool sampled = true;
+  uint64_t seed = 0;         // the draws' seed; the stream of a trace is its index in the store
+  bool bf16_probs = true;    // the oracle's probabilities (use the trace file's label setting)
+  int64_t chunk = 512;       // forward chunk of the full-cache pass that computes alpha
+};
+
+/// Extract (or complete) the store in `dir` for the traces of `set` that carry (B, W) labels with >= 1 step:
+/// along the golden trajectory (rollout == nullptr) or along the judge's own (on-policy).
 ExtractReport extract_features(const model::Transformer& model, const trace::TraceSet& set, const ExtractOptions& opt,
-                               const std::string& dir);
+                               const std::string& dir, const RolloutOptions* rollout = nullptr);
 
 /// One trace's stored tensors (CPU; kv F16, stats BF16 as stored).
 struct StoredTrace {
@@ -61,6 +79,12 @@ class FeatureStore {
   const json& manifest() const { return manifest_; }
   StoredTrace load(int64_t i) const;
   int64_t steps(int64_t i) const { return steps_[i]; }
+  /// Tokens of all its traces.
+  int64_t tokens() const {
+    int64_t n = 0;
+    for (int64_t x : lengths_) n += x;
+    return n;
+  }
   /// sha256 over the manifest's model/B/W/variant and every trace's (id, length, steps): the training data's identity.
   std::string data_hash() const;
   int64_t n_layer() const { return n_layer_; }

@@ -30,7 +30,8 @@ const std::vector<std::string>& SftConfig::keys() {
   static const std::vector<std::string> k = {
       "model", "traces", "eval_traces", "store", "eval_store", "budget", "window", "variant", "steps", "batch",
       "warmup", "lr", "beta1", "beta2", "eps", "clip", "margin", "hidden", "init_std", "seed", "checkpoint_every",
-      "eval_every", "log_every", "limit", "eval_limit", "threads", "extract_batch"};
+      "eval_every", "log_every", "limit", "eval_limit", "threads", "extract_batch", "trajectory", "rounds",
+      "round_steps", "round_limit", "round_policy"};
   return k;
 }
 
@@ -41,7 +42,8 @@ json SftConfig::to_json() const {
               {"eps", eps}, {"clip", clip}, {"margin", margin}, {"hidden", hidden}, {"init_std", init_std},
               {"seed", seed}, {"checkpoint_every", checkpoint_every}, {"eval_every", eval_every},
               {"log_every", log_every}, {"limit", limit}, {"eval_limit", eval_limit}, {"threads", threads},
-              {"extract_batch", extract_batch}};
+              {"extract_batch", extract_batch}, {"trajectory", trajectory}, {"rounds", rounds},
+              {"round_steps", round_steps}, {"round_limit", round_limit}, {"round_policy", round_policy}};
 }
 
 SftConfig SftConfig::from_json(const json& j) {
@@ -68,6 +70,8 @@ SftConfig SftConfig::from_json(const json& j) {
     if (j.contains("seed")) c.seed = j.at("seed").get<uint64_t>();
     i("checkpoint_every", c.checkpoint_every); i("eval_every", c.eval_every); i("log_every", c.log_every);
     i("limit", c.limit); i("eval_limit", c.eval_limit); i("threads", c.threads); i("extract_batch", c.extract_batch);
+    s("trajectory", c.trajectory); i("rounds", c.rounds); i("round_steps", c.round_steps);
+    i("round_limit", c.round_limit); s("round_policy", c.round_policy);
   } catch (const json::exception& e) {
     throw InvalidArgument(fmt::format("sft config: wrong value type ({})", e.what()));
   }
@@ -82,6 +86,17 @@ SftConfig SftConfig::from_json(const json& j) {
                 "sft config: budget {} must be a positive multiple of window {}", c.budget, c.window);
   FKV_CHECK_ARG(c.checkpoint_every > 0 && c.log_every > 0 && c.eval_every >= 0 && c.threads > 0 && c.extract_batch > 0,
                 "sft config: checkpoint_every, log_every, threads, extract_batch must be > 0 and eval_every >= 0");
+  FKV_CHECK_ARG(c.trajectory == "golden" || c.trajectory == "judge" || c.trajectory == "mixed",
+                "sft config: trajectory must be golden, judge or mixed, got '{}'", c.trajectory);
+  FKV_CHECK_ARG(c.round_policy == "sampled" || c.round_policy == "topk",
+                "sft config: round_policy must be sampled or topk, got '{}'", c.round_policy);
+  FKV_CHECK_ARG(c.rounds >= 0 && c.round_limit >= 0 && (c.rounds == 0 || c.warmup < c.round_steps),
+                "sft config: need rounds >= 0, round_limit >= 0 and warmup < round_steps when rounds > 0 (got {}, {}, "
+                "{}, {})",
+                c.rounds, c.round_limit, c.warmup, c.round_steps);
+  FKV_CHECK_ARG(c.trajectory == "golden" || c.rounds > 0,
+                "sft config: trajectory '{}' needs rounds >= 1 (on-policy data comes from rolling out a judge)",
+                c.trajectory);
   return c;
 }
 
@@ -261,7 +276,10 @@ void truncate_log(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     try {
-      if (json::parse(line).value("step", int64_t{0}) > step) continue;
+      const json j = json::parse(line);
+      const int64_t ls = j.value("step", int64_t{0});
+      // a round's rollout line at the resume step is written again when the round (re)starts
+      if (ls > step || (ls == step && j.value("split", "") == "rollout")) continue;
     } catch (const json::exception&) {
       continue;  // a torn last line
     }
@@ -314,7 +332,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   };
   extract(cfg.traces, store_dir, cfg.limit);
   if (!cfg.eval_traces.empty()) extract(cfg.eval_traces, eval_dir, cfg.eval_limit);
-  model.reset();
+  if (cfg.trajectory == "golden") model.reset();
   FeatureStore store(store_dir);
   std::unique_ptr<FeatureStore> eval_store;
   if (!cfg.eval_traces.empty()) eval_store = std::make_unique<FeatureStore>(eval_dir);
@@ -370,13 +388,83 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   }
   j.set_requires_grad(true);
   const std::vector<at::Tensor> params = j.parameters();
-  DataOrder order(cfg.seed, store.size());
   std::ofstream log(log_path, std::ios::app);
   FKV_CHECK(log.good(), "cannot append to {}", log_path);
   auto write_log = [&](const json& line) {
     log << line.dump() << "\n";
     log.flush();
   };
+  const int64_t total = cfg.total_steps();
+  auto phase_of = [&](int64_t k) { return k < cfg.steps ? int64_t{0} : 1 + (k - cfg.steps) / cfg.round_steps; };
+  auto phase_start = [&](int64_t r) { return r == 0 ? int64_t{0} : cfg.steps + (r - 1) * cfg.round_steps; };
+  auto phase_len = [&](int64_t r) { return r == 0 ? cfg.steps : cfg.round_steps; };
+
+  // On-policy rounds: round r's states come from the judge as it was when round r began (saved in
+  // OUTPUT/round_r/judge.safetensors before the rollouts, so a resumed run rolls out the same judge).
+  std::vector<std::unique_ptr<FeatureStore>> round_stores;  // [r - 1]
+  std::unique_ptr<trace::TraceSet> train_set;
+  auto ensure_round = [&](int64_t r, int64_t k) {
+    if (cfg.trajectory == "golden" || static_cast<int64_t>(round_stores.size()) >= r) return;
+    const std::string dir = fmt::format("{}/round_{}", out, r), jpath = dir + "/judge.safetensors";
+    fs::create_directories(dir);
+    if (!file_exists(jpath)) {
+      FKV_CHECK_ARG(k == phase_start(r),
+                    "--resume: {} is missing (round {} began at step {}, the checkpoint is at step {}); restart the run",
+                    jpath, r, phase_start(r), k);
+      judge::Judge c = j.clone();
+      c.meta() = meta;
+      c.meta()["kind"] = "judge";
+      c.meta()["step"] = k;
+      c.meta()["round"] = r;
+      c.save(jpath);
+    }
+    auto rj = std::make_shared<const judge::Judge>(judge::Judge::load(jpath));
+    if (!train_set) train_set = std::make_unique<trace::TraceSet>(trace::read_trace_set(cfg.traces));
+    if (!model) model = model::Transformer::load(model_path);
+    RolloutOptions ro;
+    ro.judge = rj;
+    ro.judge_sha256 = harness::model_sha256(jpath);
+    ro.sampled = cfg.round_policy == "sampled";
+    ro.seed = evict::splitmix64(cfg.seed + static_cast<uint64_t>(r));
+    ro.bf16_probs = train_set->header.value("label", json::object()).value("bf16_probs", true);
+    ExtractOptions eo;
+    eo.budget = cfg.budget;
+    eo.window = cfg.window;
+    eo.variant = variant;
+    eo.batch = cfg.extract_batch;
+    eo.limit = cfg.round_limit > 0 ? cfg.round_limit : cfg.limit;
+    eo.model_path = model_path;
+    eo.model_sha256 = model_sha;
+    eo.traces_path = cfg.traces;
+    const ExtractReport rep = extract_features(*model, *train_set, eo, dir, &ro);
+    res.extract_seconds += rep.seconds;
+    round_stores.push_back(std::make_unique<FeatureStore>(dir));
+    FKV_LOG_INFO("round {}: {} on-policy traces ({} rolled out now, {:.1f} s), {} states, {:.1f} MiB", r, rep.traces,
+                 rep.extracted_now, rep.seconds, rep.steps, rep.bytes / 1048576.0);
+    if (k == phase_start(r)) {
+      // how the judge ranks the states it reaches itself, before training on them (the drift SFT cannot see)
+      json e = evaluate(j, *round_stores.back(), cfg.margin);
+      e["step"] = k;
+      e["split"] = "rollout";
+      e["round"] = r;
+      e["policy"] = cfg.round_policy;
+      e["rollout_seconds"] = rep.seconds;
+      e["tokens"] = round_stores.back()->tokens();
+      write_log(e);
+    }
+  };
+  // The data of phase r: (store, trace) items; phase 0 is the golden store (the paper's SFT).
+  std::vector<std::pair<const FeatureStore*, int64_t>> items;
+  auto phase_items = [&](int64_t r) {
+    items.clear();
+    if (r == 0 || cfg.trajectory != "judge")
+      for (int64_t i = 0; i < store.size(); ++i) items.emplace_back(&store, i);
+    if (r > 0 && cfg.trajectory != "golden")
+      for (int64_t q = 0; q < r; ++q)
+        for (int64_t i = 0; i < round_stores[q]->size(); ++i) items.emplace_back(round_stores[q].get(), i);
+  };
+  int64_t cur_phase = -1;
+  std::unique_ptr<DataOrder> order;
   auto save_all = [&](int64_t step, bool final_too) {
     json m = meta;
     m["step"] = step;
@@ -390,15 +478,25 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     }
   };
   const double t_train = now_seconds();
-  for (int64_t k = start; k < cfg.steps; ++k) {
+  for (int64_t k = start; k < total; ++k) {
+    const int64_t r = phase_of(k);
+    if (r != cur_phase) {
+      for (int64_t q = 1; q <= r; ++q) ensure_round(q, k);
+      phase_items(r);
+      // phase 0 keeps the plain (seed) order, so golden-only runs are unchanged by the rounds' existence
+      order = std::make_unique<DataOrder>(r == 0 ? cfg.seed : evict::splitmix64(cfg.seed ^ static_cast<uint64_t>(r)),
+                                          static_cast<int64_t>(items.size()));
+      cur_phase = r;
+    }
+    const int64_t kr = k - phase_start(r);
     const double t0 = now_seconds();
     for (const auto& p : params) p.mutable_grad() = at::Tensor();
     double loss = 0;
     int64_t rows = 0;
     std::vector<double> acc(static_cast<size_t>(store.n_layer()), 0.0);
     for (int64_t b = 0; b < cfg.batch; ++b) {
-      const int64_t item = order.item(k * cfg.batch + b);
-      SampleOut o = sample_loss(j, store.load(item), cfg.margin);
+      const auto& [src, item] = items[static_cast<size_t>(order->item(kr * cfg.batch + b))];
+      SampleOut o = sample_loss(j, src->load(item), cfg.margin);
       FKV_CHECK(std::isfinite(o.loss.item<double>()), "sft: non-finite loss at step {} (trace {})", k + 1, item);
       o.loss.backward();
       loss += o.loss.item<double>();
@@ -406,31 +504,33 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
       for (size_t l = 0; l < acc.size(); ++l) acc[l] += o.acc[l] / cfg.batch;
     }
     const double gnorm = clip_grad_norm(params, cfg.clip);
-    const double lr = cfg.lr * lr_factor(k, cfg.warmup, cfg.steps);
+    const double lr = cfg.lr * lr_factor(kr, cfg.warmup, phase_len(r));
     opt.step(params, lr);
     const double dt = now_seconds() - t0;
     double acc_mean = 0;
     for (double a : acc) acc_mean += a / acc.size();
     const int64_t step = k + 1;
-    if (step % cfg.log_every == 0 || step == cfg.steps) {
+    if (step % cfg.log_every == 0 || step == total) {
       json line = {{"step", step}, {"split", "train"}, {"loss", loss / cfg.batch}, {"acc", acc_mean},
                    {"acc_layers", acc}, {"lr", lr}, {"grad_norm", gnorm}, {"rows", rows},
                    {"rows_per_s", rows / std::max(1e-9, dt)}, {"seconds", dt}};
+      if (cfg.rounds > 0) line["round"] = r;
       write_log(line);
       res.last_log = line;
       std::cerr << fmt::format("\rsft step {}/{}  loss {:.5f}  acc {:.3f}  lr {:.2e}  |g| {:.3f}  {:.0f} rows/s   ", step,
-                               cfg.steps, loss / cfg.batch, acc_mean, lr, gnorm, rows / std::max(1e-9, dt))
+                               total, loss / cfg.batch, acc_mean, lr, gnorm, rows / std::max(1e-9, dt))
                 << std::flush;
     }
-    if (eval_store && cfg.eval_every > 0 && step % cfg.eval_every == 0 && step != cfg.steps) {
+    if (eval_store && cfg.eval_every > 0 && step % cfg.eval_every == 0 && step != total) {
       json e = evaluate(j, *eval_store, cfg.margin);
       e["step"] = step;
       e["split"] = "eval";
       write_log(e);
     }
-    if (step % cfg.checkpoint_every == 0 && step != cfg.steps) save_all(step, false);
+    const bool boundary = cfg.rounds > 0 && step >= cfg.steps && (step - cfg.steps) % cfg.round_steps == 0;
+    if ((step % cfg.checkpoint_every == 0 || boundary) && step != total) save_all(step, false);
     ++res.steps_run;
-    if (stop_after > 0 && step == stop_after && step != cfg.steps) {  // a kill: only what was saved survives
+    if (stop_after > 0 && step == stop_after && step != total) {  // a kill: only what was saved survives
       res.seconds = now_seconds() - t_start;
       return res;
     }
@@ -439,12 +539,12 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   res.train_seconds = now_seconds() - t_train;
   if (eval_store) {
     json e = evaluate(j, *eval_store, cfg.margin);
-    e["step"] = cfg.steps;
+    e["step"] = total;
     e["split"] = "eval";
     write_log(e);
     res.last_log["eval"] = e;
   }
-  save_all(cfg.steps, true);
+  save_all(total, true);
   res.final_path = out + "/final.safetensors";
   res.seconds = now_seconds() - t_start;
   return res;

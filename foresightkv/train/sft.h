@@ -33,6 +33,15 @@ struct SftConfig {
   int64_t checkpoint_every = 200, eval_every = 0, log_every = 1;
   int64_t limit = 0, eval_limit = 0;  // traces used (0 = all)
   int64_t threads = 2, extract_batch = 4;
+  // On-policy rounds (beyond the paper, docs/training.md): after the first `steps` updates on the golden trajectory,
+  // `rounds` times: roll the current judge out on the first `round_limit` training traces (0 = all; `round_policy`
+  // sampled = foresightkv, topk = foresightkv_topk), label the states it reaches with the oracle, and train
+  // `round_steps` more updates (warm-up + cosine restarted) on: golden = the golden store only (no rollouts: the
+  // equal-compute control), judge = the on-policy states of all rounds so far, mixed = golden + all on-policy states.
+  std::string trajectory = "golden";
+  int64_t rounds = 0, round_steps = 300, round_limit = 0;
+  std::string round_policy = "sampled";
+  int64_t total_steps() const { return steps + rounds * round_steps; }
 
   json to_json() const;
   /// Strict keys (every field above); unknown keys fail with the list of valid ones.
