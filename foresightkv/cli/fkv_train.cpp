@@ -1,5 +1,6 @@
 // fkv-train: training the judge (foresightkv-spec.md §D, §E).
 //   sft     supervised distillation of Golden Eviction (feature store + pairwise ranking loss)
+//   grpo    reinforcement learning of the judge over the eviction MDP (rollouts, group advantages, clipped surrogate)
 //   import  a judge from an official ForesightKV HF checkpoint (only the judge_model keys are read)
 // Thin: parsing and printing only; the work lives in foresightkv/train/ and foresightkv/judge/.
 #include <ATen/Parallel.h>
@@ -16,6 +17,7 @@
 #include "foresightkv/judge/judge.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/runtime/bench.h"
+#include "foresightkv/train/grpo.h"
 #include "foresightkv/train/sft.h"
 
 using fkv::json;
@@ -64,6 +66,24 @@ int cmd_sft(const Args& a) {
   return 0;
 }
 
+int cmd_grpo(const Args& a) {
+  const json defaults = fkv::train::GrpoConfig{}.to_json();
+  json cfg = a.has("config") ? fkv::read_json_file(a.get("config")) : json::object();
+  FKV_CHECK_ARG(cfg.is_object(), "--config: expected a JSON object");
+  cfg = apply_overrides(cfg, a, fkv::train::GrpoConfig::keys(), defaults);
+  const fkv::train::GrpoConfig c = fkv::train::GrpoConfig::from_json(cfg);
+  const fkv::train::GrpoResult r = fkv::train::run_grpo(c, a.require("output"), a.flag("resume"));
+  if (!r.final_path.empty())
+    std::cout << json{{"final", r.final_path},
+                      {"steps_run", r.steps_run},
+                      {"seconds", r.seconds},
+                      {"peak_rss_bytes", fkv::runtime::peak_rss_bytes()},
+                      {"last", r.last_log}}
+                     .dump()
+              << "\n";
+  return 0;
+}
+
 int cmd_import(const Args& a) {
   fkv::judge::Judge j = fkv::judge::Judge::load(a.require("hf"));
   const std::string mp = fkv::model::resolve_model_path(a.require("model"));
@@ -98,6 +118,18 @@ std::vector<OptionSpec> sft_spec() {
   return s;
 }
 
+std::vector<OptionSpec> grpo_spec() {
+  std::vector<OptionSpec> s = {{"config", true, "JSON config (configs/train/grpo_*.json); every key below overrides it", ""},
+                               {"output", true, "output directory (log.jsonl, checkpoints, final.safetensors)", ""},
+                               {"resume", false, "continue the run in --output from its checkpoint", ""}};
+  const json d = fkv::train::GrpoConfig{}.to_json();
+  for (const auto& k : fkv::train::GrpoConfig::keys())
+    s.push_back({dashed(k), true, "config key " + k, d.at(k).is_string() ? d.at(k).get<std::string>() : d.at(k).dump()});
+  s.push_back({"log-level", true, "log level", "info"});
+  s.push_back({"help", false, "show this help", ""});
+  return s;
+}
+
 std::vector<Command> commands() {
   return {
       {"sft",
@@ -107,8 +139,22 @@ std::vector<Command> commands() {
        "  global-norm clip. Writes DIR/log.jsonl (one line per step: loss, ranking accuracy, lr, grad norm, rows/s),\n"
        "  DIR/checkpoint.safetensors (judge + optimizer state, for --resume), DIR/step_NNNNNN.safetensors and\n"
        "  DIR/final.safetensors (the judge; fkv-eval/fkv-model --judge).\n"
+       "  On-policy rounds (--rounds R --round-steps N --trajectory mixed|judge|golden): after `steps` updates, R times\n"
+       "  roll the current judge out on the training traces, label the states it reaches with the oracle\n"
+       "  (DIR/round_r/), and train N more updates on them (docs/training.md).\n"
        "options:",
        "supervised training of the judge on Golden Eviction labels", sft_spec(), cmd_sft},
+      {"grpo",
+       "fkv-train grpo --config configs/train/grpo_<model>.json --init SFT_JUDGE [--KEY VALUE ...] --output DIR [--resume]\n"
+       "  GRPO over the eviction MDP (spec §E): per step, sequences_per_step labelled traces x group_size sampled\n"
+       "  rollouts with the current judge (teacher-forced; features recorded, the first B tokens computed once),\n"
+       "  reward from the per-token NLL under eviction vs the trace's full-cache NLL/entropy, group-normalised\n"
+       "  advantages, clipped surrogate + k3 KL to the SFT judge, one Adam step. Under torchrun\n"
+       "  (`torchrun --nproc_per_node=N --no-python fkv-train grpo ...`) the group is split over the ranks (c10d\n"
+       "  store collectives) and the update is the same as one process's. Writes DIR/log.jsonl,\n"
+       "  DIR/checkpoint.safetensors, DIR/step_NNNNNN.safetensors and DIR/final.safetensors (docs/training.md).\n"
+       "options:",
+       "reinforcement learning of the judge (GRPO)", grpo_spec(), cmd_grpo},
       {"import",
        "fkv-train import --hf CHECKPOINT --model M --output judge.safetensors [--variant parity] [--budget 1024]\n"
        "       [--window 128]\n"

@@ -192,31 +192,73 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
   return norm;
 }
 
+// ---- shared training utilities ------------------------------------------------------------------------------------
+
+int64_t DataOrder::item(int64_t g) {
+  const int64_t e = g / n_;
+  if (e != epoch_) {
+    perm_.resize(static_cast<size_t>(n_));
+    for (int64_t i = 0; i < n_; ++i) perm_[i] = i;
+    std::mt19937_64 rng(evict::splitmix64(seed_ ^ evict::splitmix64(static_cast<uint64_t>(e) + 1)));
+    for (int64_t i = n_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng() % static_cast<uint64_t>(i + 1)]);
+    epoch_ = e;
+  }
+  return perm_[g % n_];
+}
+
+namespace {
+std::string param_key(const char* which, const std::string& name) { return fmt::format("adam.{}.{}", which, name); }
+}  // namespace
+
+void save_training_checkpoint(const judge::Judge& j, const Adam& opt, const std::string& path, json meta) {
+  judge::Judge c = j.clone();
+  meta["adam_t"] = opt.t;
+  c.meta() = meta;
+  std::map<std::string, at::Tensor> extra;
+  const auto names = j.parameter_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    extra[param_key("m", names[i])] = opt.m[i];
+    extra[param_key("v", names[i])] = opt.v[i];
+  }
+  c.save(path, extra);
+}
+
+void load_adam_state(Adam& opt, const judge::Judge& j, const std::string& ckpt) {
+  const auto names = j.parameter_names();
+  io::SafetensorsFile f(ckpt);
+  auto state = [&](const std::string& key) {
+    auto it = f.tensors().find(key);
+    FKV_CHECK_FORMAT(it != f.tensors().end(), "{}: no optimizer tensor '{}' (not an fkv-train checkpoint?)", ckpt, key);
+    return judge::tensor_from_st(it->second, ckpt).to(at::kFloat);
+  };
+  for (size_t i = 0; i < names.size(); ++i) {
+    opt.m[i] = state(param_key("m", names[i]));
+    opt.v[i] = state(param_key("v", names[i]));
+  }
+  opt.t = j.meta().value("adam_t", int64_t{0});
+}
+
+void truncate_log(const std::string& path, int64_t step, const std::string& drop_split_at_step) {
+  if (!file_exists(path)) return;
+  std::istringstream in(read_file(path));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      const json j = json::parse(line);
+      const int64_t ls = j.value("step", int64_t{0});
+      if (ls > step || (ls == step && !drop_split_at_step.empty() && j.value("split", "") == drop_split_at_step))
+        continue;
+    } catch (const json::exception&) {
+      continue;  // a torn last line
+    }
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
 // ---- training loop ----------------------------------------------------------------------------------------------
 namespace {
-
-// Data order: epoch e is a Fisher-Yates permutation seeded by (seed, e); step k takes items k*batch .. k*batch+batch-1
-// of the concatenated epochs. A pure function of (seed, k): resuming needs no RNG state.
-class DataOrder {
- public:
-  DataOrder(uint64_t seed, int64_t n) : seed_(seed), n_(n) {}
-  int64_t item(int64_t g) {
-    const int64_t e = g / n_;
-    if (e != epoch_) {
-      perm_.resize(static_cast<size_t>(n_));
-      for (int64_t i = 0; i < n_; ++i) perm_[i] = i;
-      std::mt19937_64 rng(evict::splitmix64(seed_ ^ evict::splitmix64(static_cast<uint64_t>(e) + 1)));
-      for (int64_t i = n_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng() % static_cast<uint64_t>(i + 1)]);
-      epoch_ = e;
-    }
-    return perm_[g % n_];
-  }
-
- private:
-  uint64_t seed_;
-  int64_t n_, epoch_ = -1;
-  std::vector<int64_t> perm_;
-};
 
 struct SampleOut {
   at::Tensor loss;              // sum over layers (graph attached when training)
@@ -251,41 +293,6 @@ json evaluate(const judge::Judge& j, const FeatureStore& st, double margin) {
   for (double a : acc_l) acc += a / acc_l.size();
   return json{{"loss", loss / std::max<int64_t>(1, st.size())}, {"acc", acc}, {"acc_layers", acc_l},
               {"traces", st.size()}};
-}
-
-std::string param_key(const char* which, const std::string& name) { return fmt::format("adam.{}.{}", which, name); }
-
-void save_checkpoint(const judge::Judge& j, const Adam& opt, const std::string& path, json meta) {
-  judge::Judge c = j.clone();
-  meta["adam_t"] = opt.t;
-  c.meta() = meta;
-  std::map<std::string, at::Tensor> extra;
-  const auto names = j.parameter_names();
-  for (size_t i = 0; i < names.size(); ++i) {
-    extra[param_key("m", names[i])] = opt.m[i];
-    extra[param_key("v", names[i])] = opt.v[i];
-  }
-  c.save(path, extra);
-}
-
-// Keep the log's lines of steps <= `step` (resume: the killed run may have logged past its checkpoint).
-void truncate_log(const std::string& path, int64_t step) {
-  if (!file_exists(path)) return;
-  std::istringstream in(read_file(path));
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    try {
-      const json j = json::parse(line);
-      const int64_t ls = j.value("step", int64_t{0});
-      // a round's rollout line at the resume step is written again when the round (re)starts
-      if (ls > step || (ls == step && j.value("split", "") == "rollout")) continue;
-    } catch (const json::exception&) {
-      continue;  // a torn last line
-    }
-    kept += line + "\n";
-  }
-  write_file_atomic(path, kept);
 }
 
 }  // namespace
@@ -367,19 +374,8 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     FKV_CHECK_ARG(cm.value("data_hash", "") == store.data_hash(), "--resume: {} was trained on other data", ckpt);
     start = cm.value("step", int64_t{0});
     opt.init(j.parameters());
-    const auto names = j.parameter_names();
-    io::SafetensorsFile f(ckpt);
-    auto state = [&](const std::string& key) {
-      auto it = f.tensors().find(key);
-      FKV_CHECK_FORMAT(it != f.tensors().end(), "{}: no optimizer tensor '{}' (not an fkv-train checkpoint?)", ckpt, key);
-      return judge::tensor_from_st(it->second, ckpt).to(at::kFloat);
-    };
-    for (size_t i = 0; i < names.size(); ++i) {
-      opt.m[i] = state(param_key("m", names[i]));
-      opt.v[i] = state(param_key("v", names[i]));
-    }
-    opt.t = cm.value("adam_t", int64_t{0});
-    truncate_log(log_path, start);
+    load_adam_state(opt, j, ckpt);
+    truncate_log(log_path, start, "rollout");
     FKV_LOG_INFO("sft: resuming {} at step {}", out, start);
   } else {
     j = judge::Judge::init(shape, cfg.init_std, cfg.seed);
@@ -468,7 +464,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   auto save_all = [&](int64_t step, bool final_too) {
     json m = meta;
     m["step"] = step;
-    save_checkpoint(j, opt, ckpt, m);
+    save_training_checkpoint(j, opt, ckpt, m);
     if (step % cfg.checkpoint_every == 0 || final_too) {
       judge::Judge c = j.clone();
       c.meta() = m;

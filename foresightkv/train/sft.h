@@ -75,6 +75,28 @@ struct Adam {
 /// Global L2 norm of the gradients; scales them by clip / (norm + 1e-6) when that is < 1 (torch clip_grad_norm_).
 double clip_grad_norm(const std::vector<at::Tensor>& params, double clip);
 
+/// Data order shared by the trainers: epoch e is a Fisher-Yates permutation of [0, n) seeded by (seed, e); item g
+/// is entry g % n of epoch g / n. A pure function of (seed, g): resuming needs no RNG state.
+class DataOrder {
+ public:
+  DataOrder(uint64_t seed, int64_t n) : seed_(seed), n_(n) {}
+  int64_t item(int64_t g);
+
+ private:
+  uint64_t seed_;
+  int64_t n_, epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+/// A training checkpoint: the judge (its metadata = meta + adam_t) and Adam's moments as extra tensors
+/// adam.m.<param> / adam.v.<param>, written atomically.
+void save_training_checkpoint(const judge::Judge& j, const Adam& opt, const std::string& path, json meta);
+/// Restore Adam's moments and step count from such a checkpoint (opt.init must have run for j's parameters).
+void load_adam_state(Adam& opt, const judge::Judge& j, const std::string& path);
+/// Keep the JSONL log's lines of steps <= `step` (resume: the killed run may have logged past its checkpoint);
+/// lines with split `drop_split_at_step` at exactly `step` are dropped too (they are written again).
+void truncate_log(const std::string& path, int64_t step, const std::string& drop_split_at_step = "");
+
 struct SftResult {
   std::string final_path;
   int64_t steps_run = 0;

@@ -108,6 +108,45 @@ def test_resume_and_errors(bin_, tmp):
     assert r.returncode == 1 and "fkv-train sft" in r.stderr, r.stderr
 
 
+def test_grpo_one_process_equals_torchrun_two_processes(bin_, tmp):
+    """The contract: `torchrun --nproc_per_node=2 --no-python fkv-train grpo ...` writes the same judge (within 1e-5)
+    as one process, and two steps from the SFT judge change it."""
+    import numpy as np
+    from safetensors.numpy import load_file
+    traces = labelled(bin_, tmp, n=4)
+    sft_out = os.path.join(tmp, "sft")
+    assert sft(bin_, tmp, traces, sft_out).returncode == 0
+    init = os.path.join(sft_out, "final.safetensors")
+    args = ["grpo", "--model", TINY, "--traces", traces, "--init", init, "--budget", "16", "--window", "8",
+            "--steps", "2", "--sequences-per-step", "2", "--group-size", "4", "--rollout-rows", "2", "--threads", "1",
+            "--eta", "0", "--checkpoint-every", "1"]
+    one, two = os.path.join(tmp, "one"), os.path.join(tmp, "two")
+    r = run(bin_, *args, "--output", one)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["steps_run"] == 2 and summary["last"]["world_size"] == 1, summary
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    r = run(torchrun, "--standalone", "--nproc_per_node=2", "--no-python", bin_, *args, "--output", two)
+    assert r.returncode == 0, r.stderr
+    assert len([x for x in r.stdout.splitlines() if x.startswith("{")]) == 1, r.stdout  # rank 0 reports
+    a, b, s = (load_file(os.path.join(d, "final.safetensors")) for d in (one, two, sft_out))
+    assert set(a) == set(b) == set(s)
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5
+    assert max(float(np.abs(a[k] - s[k]).max()) for k in a) > 1e-7  # the steps moved the judge
+    logs = [[json.loads(x) for x in open(os.path.join(d, "log.jsonl"))] for d in (one, two)]
+    assert [x["reward_mean"] for x in logs[0]] == [x["reward_mean"] for x in logs[1]]
+    assert logs[1][0]["world_size"] == 2 and logs[1][0]["bytes_sent"] > 0
+    # an existing run is not overwritten (the C++ tests cover kill + --resume)
+    r = run(bin_, *args, "--output", one)
+    assert r.returncode != 0 and "--resume" in r.stderr
+    # bad config: a clear error, no output
+    r = run(bin_, *args, "--reward", "mean", "--output", os.path.join(tmp, "bad"))
+    assert r.returncode != 0 and "low_entropy_loss" in r.stderr
+    r = run(bin_, *[x if x != init else os.path.join(tmp, "missing.safetensors") for x in args],
+            "--output", os.path.join(tmp, "bad2"))
+    assert r.returncode != 0 and "missing.safetensors" in r.stderr
+
+
 def test_import_official_checkpoint(bin_, tmp):
     import torch
     from safetensors import safe_open
@@ -141,4 +180,4 @@ def test_import_official_checkpoint(bin_, tmp):
 
 if __name__ == "__main__":
     sys.exit(run_all([test_sft_writes_final_judge_used_by_eval_and_generate, test_resume_and_errors,
-                      test_import_official_checkpoint]))
+                      test_grpo_one_process_equals_torchrun_two_processes, test_import_official_checkpoint]))
