@@ -12,6 +12,10 @@ Input kinds, detected per file:
               -> PREFIX_accuracy.png: one line per policy, x = budget (log2), y = accuracy with CI error bars.
   retention   {"kind": "retention", "layers": L, "positions": T, "retained": [[L x T fractions]], ["title"]}
               -> PREFIX_retention.png: heat map, layer on y, position on x (one panel per file).
+  training    a training log (JSONL, one object per line with "step"): fkv-train grpo (reward_mean, reward_std,
+              kl, clip_frac) or fkv-train sft (split train/eval/rollout: loss, acc)
+              -> PREFIX_training.png: grpo: reward mean +- std and KL per step; sft: loss and ranking accuracy
+                 (train, held-out eval, on-policy rollout lines); one series per file.
 A row with policy "full", or with budget 0 / null / absent, is the uncompressed reference and is drawn as a
 horizontal line. Series are split by variant (and by window or source file where those differ).
 Rows of a recognised file that fit neither kind are skipped with a warning.
@@ -60,15 +64,40 @@ def row_kind(row):
     return None
 
 
+def load_jsonl_log(text):
+    """A training log: every non-empty line a JSON object with a numeric "step"; None when it is not one."""
+    lines = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            j = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(j, dict) or num(j.get("step")) is None:
+            return None
+        lines.append(j)
+    return lines or None
+
+
 def load_input(path):
-    """-> (kind_or_'rows', payload). payload: retention dict, or {'fidelity': rows, 'generation': rows}."""
+    """-> (kind_or_'rows', payload). payload: retention dict, training lines, or {'fidelity': rows, 'generation': rows}."""
     try:
         with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+            text = f.read()
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror or e}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise InputError(f"not valid JSON: {e}")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        log = load_jsonl_log(text)
+        if log is None:
+            raise InputError(f"not valid JSON (nor a JSONL training log): {e}")
+        return "training", log
+    if isinstance(doc, dict) and "step" in doc:
+        return "training", [doc]
     if isinstance(doc, dict) and doc.get("kind") == "retention":
         return "retention", check_retention(doc)
     rows = doc.get("rows") if isinstance(doc, dict) else doc if isinstance(doc, list) else None
@@ -238,6 +267,52 @@ def fig_retention(items, title):
     return fig
 
 
+def fig_training(items, title):
+    import matplotlib.pyplot as plt
+    grpo = [(src, log) for src, log in items if any("reward_mean" in x for x in log)]
+    sft = [(src, log) for src, log in items if not any("reward_mean" in x for x in log)]
+    panels = (2 if grpo else 0) + (2 if sft else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    axes = list(axes[0])
+    if grpo:
+        ax_r, ax_k = axes.pop(0), axes.pop(0)
+        for src, log in grpo:
+            rows = [x for x in log if num(x.get("reward_mean")) is not None]
+            st = [x["step"] for x in rows]
+            m = [x["reward_mean"] for x in rows]
+            sd = [num(x.get("reward_std")) or 0.0 for x in rows]
+            line, = ax_r.plot(st, m, marker=".", label=src)
+            ax_r.fill_between(st, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                              color=line.get_color(), alpha=0.15)
+            ax_k.plot(st, [num(x.get("kl")) or 0.0 for x in rows], marker=".", label=f"{src} KL")
+        ax_r.set_xlabel("RL step")
+        ax_r.set_ylabel("reward (mean ± std over rollouts)")
+        ax_r.legend(fontsize=7)
+        ax_k.set_xlabel("RL step")
+        ax_k.set_ylabel("k3 KL to the SFT judge")
+        ax_k.legend(fontsize=7)
+    if sft:
+        ax_l, ax_a = axes.pop(0), axes.pop(0)
+        for src, log in sft:
+            for split, style in (("train", "-"), ("eval", "o-"), ("rollout", "s")):
+                rows = [x for x in log if x.get("split", "train") == split and num(x.get("loss")) is not None]
+                if not rows:
+                    continue
+                st = [x["step"] for x in rows]
+                ax_l.plot(st, [x["loss"] for x in rows], style, markersize=3, label=f"{src} {split}")
+                ax_a.plot(st, [num(x.get("acc")) or 0.0 for x in rows], style, markersize=3, label=f"{src} {split}")
+        ax_l.set_xlabel("step")
+        ax_l.set_ylabel("pairwise hinge loss")
+        ax_l.set_yscale("log")
+        ax_l.legend(fontsize=7)
+        ax_a.set_xlabel("step")
+        ax_a.set_ylabel("ranking accuracy |top-W ∩ oracle| / W")
+        ax_a.legend(fontsize=7)
+    fig.suptitle(title or "fkv-train")
+    fig.tight_layout()
+    return fig
+
+
 def save_atomic(fig, path, dpi):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -270,7 +345,7 @@ def main(argv=None):
     if not metrics:
         ap.error("--metrics is empty")
 
-    fidelity, generation, retention = [], [], []
+    fidelity, generation, retention, training = [], [], [], []
     errors = []
     for path in a.inputs:
         src = os.path.splitext(os.path.basename(path))[0]
@@ -281,6 +356,8 @@ def main(argv=None):
             continue
         if kind == "retention":
             retention.append((src, payload))
+        elif kind == "training":
+            training.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or src, payload))
         else:
             fidelity += [(src, r) for r in payload["fidelity"]]
             generation += [(src, r) for r in payload["generation"]]
@@ -306,6 +383,8 @@ def main(argv=None):
         figs.append(("accuracy", fig_accuracy(generation, a.title)))
     if retention:
         figs.append(("retention", fig_retention(retention, a.title)))
+    if training:
+        figs.append(("training", fig_training(training, a.title)))
     for name, fig in figs:
         path = f"{a.out}_{name}.png"
         save_atomic(fig, path, a.dpi)

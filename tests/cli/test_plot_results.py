@@ -112,6 +112,19 @@ def all_kinds_and_overwrite(tmp):
     ok_run(tmp, inputs, "--title", "again", expect=["fidelity", "accuracy", "retention"])
 
 
+def training_logs(tmp):
+    grpo = "\n".join(json.dumps({"step": k, "reward_mean": -1 + 0.01 * k, "reward_std": 0.2, "kl": 1e-4 * k})
+                     for k in range(1, 21)) + "\n"
+    sft = "\n".join([json.dumps({"step": k, "split": "train", "loss": 1 / k, "acc": 0.5 + 0.01 * k}) for k in range(1, 30)]
+                    + [json.dumps({"step": 10, "split": "eval", "loss": 0.2, "acc": 0.6}),
+                       json.dumps({"step": 20, "split": "rollout", "round": 1, "loss": 0.3, "acc": 0.55})]) + "\n"
+    os.makedirs(os.path.join(tmp, "grpo_run"))
+    os.makedirs(os.path.join(tmp, "sft_run"))
+    ok_run(tmp, [write(tmp, "grpo_run/log.jsonl", grpo), write(tmp, "sft_run/log.jsonl", sft)], expect=["training"])
+    r = plot(write(tmp, "torn.jsonl", grpo + '{"step": 21, "rew'), "--out", os.path.join(tmp, "x", "fig"))
+    assert r.returncode == 2 and "torn.jsonl" in r.stderr and "JSONL" in r.stderr, (r.returncode, r.stderr)
+
+
 def bad_inputs_fail(tmp):
     good = write(tmp, "good.json", fidelity_doc())
     out_dir = os.path.join(tmp, "out")
@@ -137,7 +150,7 @@ def bad_inputs_fail(tmp):
     assert r.returncode == 2 and "--out" in r.stderr, (r.returncode, r.stderr)
 
 
-TESTS = [fidelity_figure, generation_figure, retention_figure, all_kinds_and_overwrite, bad_inputs_fail]
+TESTS = [fidelity_figure, generation_figure, retention_figure, training_logs, all_kinds_and_overwrite, bad_inputs_fail]
 
 
 def main():
