@@ -47,12 +47,16 @@ json apply_overrides(json cfg, const Args& a, const std::vector<std::string>& ke
   return cfg;
 }
 
-int cmd_sft(const Args& a) {
-  const json defaults = fkv::train::SftConfig{}.to_json();
+// --config FILE (optional) with --KEY overrides, validated by the config type's strict from_json.
+template <class Config>
+Config load_config(const Args& a) {
   json cfg = a.has("config") ? fkv::read_json_file(a.get("config")) : json::object();
   FKV_CHECK_ARG(cfg.is_object(), "--config: expected a JSON object");
-  cfg = apply_overrides(cfg, a, fkv::train::SftConfig::keys(), defaults);
-  const fkv::train::SftConfig c = fkv::train::SftConfig::from_json(cfg);
+  return Config::from_json(apply_overrides(cfg, a, Config::keys(), Config{}.to_json()));
+}
+
+int cmd_sft(const Args& a) {
+  const auto c = load_config<fkv::train::SftConfig>(a);
   const fkv::train::SftResult r = fkv::train::run_sft(c, a.require("output"), a.flag("resume"));
   std::cout << json{{"final", r.final_path},
                     {"steps_run", r.steps_run},
@@ -67,11 +71,7 @@ int cmd_sft(const Args& a) {
 }
 
 int cmd_grpo(const Args& a) {
-  const json defaults = fkv::train::GrpoConfig{}.to_json();
-  json cfg = a.has("config") ? fkv::read_json_file(a.get("config")) : json::object();
-  FKV_CHECK_ARG(cfg.is_object(), "--config: expected a JSON object");
-  cfg = apply_overrides(cfg, a, fkv::train::GrpoConfig::keys(), defaults);
-  const fkv::train::GrpoConfig c = fkv::train::GrpoConfig::from_json(cfg);
+  const auto c = load_config<fkv::train::GrpoConfig>(a);
   const fkv::train::GrpoResult r = fkv::train::run_grpo(c, a.require("output"), a.flag("resume"));
   if (!r.final_path.empty())
     std::cout << json{{"final", r.final_path},
@@ -106,25 +106,16 @@ int cmd_import(const Args& a) {
   return 0;
 }
 
-std::vector<OptionSpec> sft_spec() {
-  std::vector<OptionSpec> s = {{"config", true, "JSON config (configs/train/sft_*.json); every key below overrides it", ""},
-                               {"output", true, "output directory (log.jsonl, checkpoints, final.safetensors)", ""},
-                               {"resume", false, "continue the run in --output from its checkpoint", ""}};
-  const json d = fkv::train::SftConfig{}.to_json();
-  for (const auto& k : fkv::train::SftConfig::keys())
-    s.push_back({dashed(k), true, "config key " + k, d.at(k).is_string() ? d.at(k).get<std::string>() : d.at(k).dump()});
-  s.push_back({"log-level", true, "log level", "info"});
-  s.push_back({"help", false, "show this help", ""});
-  return s;
-}
-
-std::vector<OptionSpec> grpo_spec() {
-  std::vector<OptionSpec> s = {{"config", true, "JSON config (configs/train/grpo_*.json); every key below overrides it", ""},
-                               {"output", true, "output directory (log.jsonl, checkpoints, final.safetensors)", ""},
-                               {"resume", false, "continue the run in --output from its checkpoint", ""}};
-  const json d = fkv::train::GrpoConfig{}.to_json();
-  for (const auto& k : fkv::train::GrpoConfig::keys())
-    s.push_back({dashed(k), true, "config key " + k, d.at(k).is_string() ? d.at(k).get<std::string>() : d.at(k).dump()});
+// --config, --output, --resume, then every config key as --KEY (defaults from the config type).
+template <class Config>
+std::vector<OptionSpec> config_spec(const char* which) {
+  std::vector<OptionSpec> s = {
+      {"config", true, fmt::format("JSON config (configs/train/{}_*.json); every key below overrides it", which), ""},
+      {"output", true, "output directory (log.jsonl, checkpoints, final.safetensors)", ""},
+      {"resume", false, "continue the run in --output from its checkpoint", ""}};
+  const json d = Config{}.to_json();
+  for (const auto& k : Config::keys())
+    s.push_back({dashed(k), true, "config key " + k, d.at(k).is_string() ? d.at(k).template get<std::string>() : d.at(k).dump()});
   s.push_back({"log-level", true, "log level", "info"});
   s.push_back({"help", false, "show this help", ""});
   return s;
@@ -143,7 +134,7 @@ std::vector<Command> commands() {
        "  roll the current judge out on the training traces, label the states it reaches with the oracle\n"
        "  (DIR/round_r/), and train N more updates on them (docs/training.md).\n"
        "options:",
-       "supervised training of the judge on Golden Eviction labels", sft_spec(), cmd_sft},
+       "supervised training of the judge on Golden Eviction labels", config_spec<fkv::train::SftConfig>("sft"), cmd_sft},
       {"grpo",
        "fkv-train grpo --config configs/train/grpo_<model>.json --init SFT_JUDGE [--KEY VALUE ...] --output DIR [--resume]\n"
        "  GRPO over the eviction MDP (spec §E): per step, sequences_per_step labelled traces x group_size sampled\n"
@@ -154,7 +145,7 @@ std::vector<Command> commands() {
        "  store collectives) and the update is the same as one process's. Writes DIR/log.jsonl,\n"
        "  DIR/checkpoint.safetensors, DIR/step_NNNNNN.safetensors and DIR/final.safetensors (docs/training.md).\n"
        "options:",
-       "reinforcement learning of the judge (GRPO)", grpo_spec(), cmd_grpo},
+       "reinforcement learning of the judge (GRPO)", config_spec<fkv::train::GrpoConfig>("grpo"), cmd_grpo},
       {"import",
        "fkv-train import --hf CHECKPOINT --model M --output judge.safetensors [--variant parity] [--budget 1024]\n"
        "       [--window 128]\n"

@@ -49,13 +49,7 @@ json GrpoConfig::to_json() const {
 }
 
 GrpoConfig GrpoConfig::from_json(const json& j) {
-  FKV_CHECK_ARG(j.is_object(), "grpo config must be a JSON object");
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (std::find(keys().begin(), keys().end(), it.key()) != keys().end()) continue;
-    std::string list;
-    for (const auto& k : keys()) list += (list.empty() ? "" : ", ") + k;
-    throw InvalidArgument(fmt::format("grpo config: unknown key '{}' (valid: {})", it.key(), list));
-  }
+  check_config_keys(j, keys(), "grpo config");
   GrpoConfig c;
   try {
     auto s = [&](const char* k, std::string& v) { if (j.contains(k)) v = j.at(k).get<std::string>(); };

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -47,16 +48,7 @@ json SftConfig::to_json() const {
 }
 
 SftConfig SftConfig::from_json(const json& j) {
-  FKV_CHECK_ARG(j.is_object(), "sft config must be a JSON object");
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool known = false;
-    for (const auto& k : keys()) known = known || k == it.key();
-    if (!known) {
-      std::string list;
-      for (const auto& k : keys()) list += (list.empty() ? "" : ", ") + k;
-      throw InvalidArgument(fmt::format("sft config: unknown key '{}' (valid: {})", it.key(), list));
-    }
-  }
+  check_config_keys(j, keys(), "sft config");
   SftConfig c;
   try {
     auto s = [&](const char* k, std::string& v) { if (j.contains(k)) v = j.at(k).get<std::string>(); };
@@ -193,6 +185,16 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
 }
 
 // ---- shared training utilities ------------------------------------------------------------------------------------
+
+void check_config_keys(const json& j, const std::vector<std::string>& keys, const char* what) {
+  FKV_CHECK_ARG(j.is_object(), "{} must be a JSON object", what);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (std::find(keys.begin(), keys.end(), it.key()) != keys.end()) continue;
+    std::string list;
+    for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
+    throw InvalidArgument(fmt::format("{}: unknown key '{}' (valid: {})", what, it.key(), list));
+  }
+}
 
 int64_t DataOrder::item(int64_t g) {
   const int64_t e = g / n_;

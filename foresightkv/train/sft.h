@@ -75,6 +75,10 @@ struct Adam {
 /// Global L2 norm of the gradients; scales them by clip / (norm + 1e-6) when that is < 1 (torch clip_grad_norm_).
 double clip_grad_norm(const std::vector<at::Tensor>& params, double clip);
 
+/// Strict config keys: throws InvalidArgument naming the first key of `j` (an object) not in `keys`, with the list
+/// of valid ones (`what` = "sft config", ...).
+void check_config_keys(const json& j, const std::vector<std::string>& keys, const char* what);
+
 /// Data order shared by the trainers: epoch e is a Fisher-Yates permutation of [0, n) seeded by (seed, e); item g
 /// is entry g % n of epoch g / n. A pure function of (seed, g): resuming needs no RNG state.
 class DataOrder {

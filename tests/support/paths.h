@@ -1,7 +1,10 @@
 // Where tests find their data: committed fixtures (tests/data), the shared data set (../shared/data or
 // FKV_DATA_DIR), fetched models (data/models or FKV_MODEL_DIR) and generated references (data/cache).
 #pragma once
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace fkv::test {
@@ -17,6 +20,14 @@ inline std::string models_dir() {
   return e && *e ? std::string(e) : std::string(FKV_SOURCE_DIR) + "/data/models";
 }
 inline std::string ref_cache_dir() { return std::string(FKV_SOURCE_DIR) + "/data/cache"; }
+/// A fresh (emptied) directory <tmp>/fkv_<suite>_<pid>/<name> for one test's files.
+inline std::string fresh_tmp_dir(const std::string& suite, const std::string& name) {
+  const std::filesystem::path d =
+      std::filesystem::temp_directory_path() / ("fkv_" + suite + "_" + std::to_string(::getpid())) / name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
 inline std::string smollm2_gguf() { return models_dir() + "/SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
 }  // namespace fkv::test

@@ -23,10 +23,12 @@ inline trace::Trace random_trace(int64_t T, int64_t prompt, int64_t vocab, uint6
 
 /// Feed trace `t` (batch 1) to `m` teacher-forced in chunks of W from position 0 with `ev` deciding evictions (the
 /// fidelity / A-train schedule; `taps` default: none). After every forward that evicted, on_event(k) with k the
-/// index of that event (0, 1, ...). Returns the number of events.
-template <class OnEvent>
+/// index of that event (0, 1, ...); with `logits` != Logits::None, on_logits(start, logits [1, n, V]) after every
+/// forward (before its eviction). Returns the number of events.
+template <class OnEvent, class OnLogits>
 int64_t run_in_chunks(const model::Transformer& m, const trace::Trace& t, int64_t W, evict::Evictor& ev,
-                      cache::KvCache& kv, model::ForwardTaps* taps, OnEvent on_event) {
+                      cache::KvCache& kv, model::ForwardTaps* taps, OnEvent on_event, model::Logits logits,
+                      OnLogits on_logits) {
   const int64_t T = t.length();
   int64_t events = 0;
   for (int64_t s = 0; s < T; s += W) {
@@ -35,7 +37,8 @@ int64_t run_in_chunks(const model::Transformer& m, const trace::Trace& t, int64_
         at::tensor(std::vector<int64_t>(t.tokens.begin() + s, t.tokens.begin() + s + n), at::kLong).view({1, n});
     at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
     ev.begin_forward(pos, {n});
-    m.forward(ids, pos, kv, model::Logits::None, taps);
+    at::Tensor lg = m.forward(ids, pos, kv, logits, taps);
+    if (logits != model::Logits::None) on_logits(s, lg);
     ev.end_forward(kv);
     if (ev.stats().events > events) {
       events = ev.stats().events;
@@ -43,6 +46,12 @@ int64_t run_in_chunks(const model::Transformer& m, const trace::Trace& t, int64_
     }
   }
   return events;
+}
+
+template <class OnEvent>
+int64_t run_in_chunks(const model::Transformer& m, const trace::Trace& t, int64_t W, evict::Evictor& ev,
+                      cache::KvCache& kv, model::ForwardTaps* taps, OnEvent on_event) {
+  return run_in_chunks(m, t, W, ev, kv, taps, on_event, model::Logits::None, [](int64_t, const at::Tensor&) {});
 }
 
 }  // namespace fkv::test

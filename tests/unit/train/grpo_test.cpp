@@ -22,6 +22,7 @@
 #include "foresightkv/trace/labeler.h"
 #include "foresightkv/train/grpo.h"
 #include "support/model_fixtures.h"
+#include "support/paths.h"
 #include "support/traces.h"
 
 using namespace fkv;
@@ -29,12 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string tmp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("fkv_grpo_test_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+std::string tmp_dir(const std::string& name) { return test::fresh_tmp_dir("grpo_test", name); }
 
 at::Tensor vec(std::vector<double> v) { return at::tensor(v, at::kDouble).to(at::kFloat); }
 
@@ -207,17 +203,11 @@ at::Tensor plain_pass(const model::Transformer& m, const trace::Trace& t, int64_
   cache::KvCache kv = m.make_cache(1, T + W);
   runtime::EvictorTaps tap(ev);
   at::Tensor nll = at::zeros({T - 1}, at::kFloat);
-  for (int64_t s = 0; s < T; s += W) {
-    const int64_t n = std::min(W, T - s);
-    at::Tensor ids =
-        at::tensor(std::vector<int64_t>(t.tokens.begin() + s, t.tokens.begin() + s + n), at::kLong).view({1, n});
-    at::Tensor pos = at::arange(s, s + n, at::kLong).view({1, n});
-    ev.begin_forward(pos, {n});
-    at::Tensor lg = m.forward(ids, pos, kv, model::Logits::All, &tap);
-    for (int64_t i = 0; i < n && s + i < T - 1; ++i)
-      nll[s + i] = -at::log_softmax(lg[0][i], -1)[t.tokens[s + i + 1]];
-    ev.end_forward(kv);
-  }
+  test::run_in_chunks(
+      m, t, W, ev, kv, &tap, [](int64_t) {}, model::Logits::All, [&](int64_t s, const at::Tensor& lg) {
+        for (int64_t i = 0; i < lg.size(1) && s + i < T - 1; ++i)
+          nll[s + i] = -at::log_softmax(lg[0][i], -1)[t.tokens[s + i + 1]];
+      });
   return nll;
 }
 

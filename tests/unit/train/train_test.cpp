@@ -22,6 +22,7 @@
 #include "foresightkv/train/feature_store.h"
 #include "foresightkv/train/sft.h"
 #include "support/model_fixtures.h"
+#include "support/paths.h"
 #include "support/traces.h"
 
 using namespace fkv;
@@ -29,12 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string tmp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("fkv_train_test_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+std::string tmp_dir(const std::string& name) { return test::fresh_tmp_dir("train_test", name); }
 
 // A labelled trace file of the tiny qwen2 model (G = 2) for B = 16, W = 8.
 std::string labelled_traces(const std::string& dir, int n) {
