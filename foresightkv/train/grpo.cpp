@@ -511,17 +511,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
     FKV_CHECK(log.good(), "cannot append to {}", log_path);
   }
   auto save_all = [&](int64_t step, bool final_too) {
-    if (!lead) return;
-    json m = meta;
-    m["step"] = step;
-    save_training_checkpoint(j, opt, ckpt, m);
-    if (step % cfg.checkpoint_every == 0 || final_too) {
-      judge::Judge c = j.clone();
-      c.meta() = m;
-      c.meta()["kind"] = "judge";
-      c.save(fmt::format("{}/step_{:06d}.safetensors", out, step));
-      if (final_too) c.save(out + "/final.safetensors");
-    }
+    if (lead) save_run_state(j, opt, out, meta, step, step % cfg.checkpoint_every == 0, final_too);
   };
 
   RolloutSpec spec;

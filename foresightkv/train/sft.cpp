@@ -225,6 +225,19 @@ void save_training_checkpoint(const judge::Judge& j, const Adam& opt, const std:
   c.save(path, extra);
 }
 
+void save_run_state(const judge::Judge& j, const Adam& opt, const std::string& out, json meta, int64_t step,
+                    bool snapshot, bool final_too) {
+  meta["step"] = step;
+  save_training_checkpoint(j, opt, out + "/checkpoint.safetensors", meta);
+  if (snapshot || final_too) {
+    judge::Judge c = j.clone();
+    c.meta() = meta;
+    c.meta()["kind"] = "judge";
+    c.save(fmt::format("{}/step_{:06d}.safetensors", out, step));
+    if (final_too) c.save(out + "/final.safetensors");
+  }
+}
+
 void load_adam_state(Adam& opt, const judge::Judge& j, const std::string& ckpt) {
   const auto names = j.parameter_names();
   io::SafetensorsFile f(ckpt);
@@ -464,16 +477,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   int64_t cur_phase = -1;
   std::unique_ptr<DataOrder> order;
   auto save_all = [&](int64_t step, bool final_too) {
-    json m = meta;
-    m["step"] = step;
-    save_training_checkpoint(j, opt, ckpt, m);
-    if (step % cfg.checkpoint_every == 0 || final_too) {
-      judge::Judge c = j.clone();
-      c.meta() = m;
-      c.meta()["kind"] = "judge";
-      c.save(fmt::format("{}/step_{:06d}.safetensors", out, step));
-      if (final_too) c.save(out + "/final.safetensors");
-    }
+    save_run_state(j, opt, out, meta, step, step % cfg.checkpoint_every == 0, final_too);
   };
   const double t_train = now_seconds();
   for (int64_t k = start; k < total; ++k) {

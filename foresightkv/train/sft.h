@@ -95,6 +95,10 @@ class DataOrder {
 /// A training checkpoint: the judge (its metadata = meta + adam_t) and Adam's moments as extra tensors
 /// adam.m.<param> / adam.v.<param>, written atomically.
 void save_training_checkpoint(const judge::Judge& j, const Adam& opt, const std::string& path, json meta);
+/// A run's state at `step`: OUT/checkpoint.safetensors (meta + step), and with `snapshot` or `final_too` the judge
+/// alone as OUT/step_NNNNNN.safetensors (kind "judge"); `final_too` also writes OUT/final.safetensors.
+void save_run_state(const judge::Judge& j, const Adam& opt, const std::string& out, json meta, int64_t step,
+                    bool snapshot, bool final_too);
 /// Restore Adam's moments and step count from such a checkpoint (opt.init must have run for j's parameters).
 void load_adam_state(Adam& opt, const judge::Judge& j, const std::string& path);
 /// Keep the JSONL log's lines of steps <= `step` (resume: the killed run may have logged past its checkpoint);
