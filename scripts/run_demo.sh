@@ -25,7 +25,8 @@ echo
 echo "--- the same question under H2O eviction (B = 64 entries per layer and KV head, evict every 16 tokens):"
 "$BIN/fkv-model" generate --model "$MODEL" --chat "$QUESTION
 $SUFFIX" --greedy --max-new-tokens 256 --policy h2o --budget 64 --window 16
-# Small trace -> golden labels -> SFT of the judge -> fidelity pipeline (resumable; outputs under runs/demo/).
+# Small trace -> golden labels -> SFT of the judge -> fidelity -> GRPO -> fidelity pipeline (resumable; outputs
+# under runs/demo/).
 if [ -f "$DATA/train/gsm8k_train.jsonl" ]; then
   mkdir -p runs/demo
   echo "--- golden traces: 4 GSM8K training problems (held out), labels for B = 64, W = 16"
@@ -43,4 +44,12 @@ if [ -f "$DATA/train/gsm8k_train.jsonl" ]; then
   "$BIN/fkv-eval" fidelity --model "$MODEL" --traces runs/demo/traces.safetensors \
     --policies golden,foresightkv,foresightkv_topk,h2o,snapkv,rkv,tova,streamingllm,knorm,random --budgets 64 \
     --window 16 --judge runs/demo/sft/final.safetensors --output runs/demo/fidelity.json > /dev/null
+  echo "--- fkv-train grpo: 4 RL steps from that judge (2 traces x 4 sampled rollouts per step; reward = minus the"
+  echo "    mean squared loss rise on low-entropy tokens, eta 0 for this tiny run); then its fidelity:"
+  RESUME=""; [ -f runs/demo/grpo/checkpoint.safetensors ] && RESUME="--resume"
+  "$BIN/fkv-train" grpo --model "$MODEL" --traces runs/demo/train.safetensors --init runs/demo/sft/final.safetensors \
+    --budget 64 --window 16 --steps 4 --sequences-per-step 2 --group-size 4 --eta 0 --output runs/demo/grpo \
+    $RESUME --log-level warn > /dev/null
+  "$BIN/fkv-eval" fidelity --model "$MODEL" --traces runs/demo/traces.safetensors --policies foresightkv \
+    --budgets 64 --window 16 --judge runs/demo/grpo/final.safetensors --output runs/demo/fidelity_grpo.json > /dev/null
 fi
