@@ -58,12 +58,71 @@ void apply_rope(float* x, const float* cs, const float* sn, int64_t N, int64_t H
     }
 }
 
+/// Attention of a chunk's queries q [N = n_seq*T, Hq*D] over the live cache entries of layer l (after the chunk's
+/// append) whose position is <= the query's: masked softmax over max_length slots in ATen, the probabilities
+/// handed to taps when asked; writes att [N, Hq*D]. The general path of both backends.
+void attention_general(const at::Tensor& q, const cache::KvCache& cache, int64_t l, const at::Tensor& pos,
+                       int64_t n_seq, int64_t T, int64_t Hkv, int64_t G, int64_t D, float scale, ForwardTaps* taps,
+                       bool want_probs, at::Tensor& att) {
+  const int64_t S = cache.max_length(l), Hq = Hkv * G;
+  auto f32 = at::TensorOptions().dtype(at::kFloat).device(q.device());
+  at::Tensor Q = q.view({n_seq, T, Hkv, G, D}).permute({0, 2, 3, 1, 4}).reshape({n_seq, Hkv, G * T, D});
+  at::Tensor K = cache.k(l).narrow(2, 0, S), V = cache.v(l).narrow(2, 0, S);
+  if (K.scalar_type() != at::kFloat) {
+    K = K.to(at::kFloat);
+    V = V.to(at::kFloat);
+  }
+  at::Tensor scores = at::matmul(Q, K.transpose(-1, -2)).mul_(scale);  // [n_seq, Hkv, G*T, S]
+  at::Tensor slot = at::arange(S, f32.dtype(at::kLong));
+  at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).unsqueeze(-1);                      // [n, Hkv, S]
+  at::Tensor causal = cache.pos(l).narrow(2, 0, S).unsqueeze(2) <= pos.view({n_seq, 1, T, 1});   // [n, Hkv, T, S]
+  at::Tensor vis = (causal & valid.unsqueeze(2)).unsqueeze(2).expand({n_seq, Hkv, G, T, S}).reshape({n_seq, Hkv, G * T, S});
+  scores.masked_fill_(vis.logical_not(), -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1);
+  probs = at::where(vis.any(-1, true), probs, at::zeros({}, f32));
+  at::Tensor o = at::matmul(probs, V);  // [n_seq, Hkv, G*T, D]
+  att.view({n_seq, T, Hkv, G, D}).copy_(o.view({n_seq, Hkv, G, T, D}).permute({0, 3, 1, 2, 4}));
+  if (want_probs) taps->on_attention(l, probs.view({n_seq, Hkv, G, T, S}).reshape({n_seq, Hq, T, S}));
+}
+
+}  // namespace
+
+struct Transformer::Dense {
+  struct Layer {
+    at::Tensor wq, wk, wv, wo, w_gate, w_up, w_down;  // [out, in] fp32
+  };
+  at::Tensor embd, output;  // [V, hidden] fp32 (the same tensor when tied)
+  std::vector<Layer> layers;
+};
+
+namespace {
+// A matrix dequantized row by row (ops::dequantize_row: every format the native kernels read) to dense fp32.
+at::Tensor dense_matrix(const Matrix& m) {
+  at::Tensor t = at::empty({m.view.rows, m.view.cols}, at::kFloat);
+  float* p = t.data_ptr<float>();
+  const int64_t cols = m.view.cols;
+  at::parallel_for(0, m.view.rows, 64, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) ops::dequantize_row(m.view, r, p + r * cols);
+  });
+  return t;
+}
 }  // namespace
 
 Transformer::Transformer(std::shared_ptr<const Weights> w) : weights_(std::move(w)) {
   std::vector<float> f = io::rope_inv_freq(weights_->config);
   inv_freq_ = at::from_blob(f.data(), {static_cast<int64_t>(f.size())}, at::kFloat).clone();
+  if (weights_->backend == "aten") {
+    auto d = std::make_unique<Dense>();
+    d->embd = dense_matrix(weights_->tok_embd);
+    d->output = weights_->output.view.data == weights_->tok_embd.view.data ? d->embd : dense_matrix(weights_->output);
+    for (const auto& L : weights_->layers)
+      d->layers.push_back({dense_matrix(L.wq), dense_matrix(L.wk), dense_matrix(L.wv), dense_matrix(L.wo),
+                           dense_matrix(L.w_gate), dense_matrix(L.w_up), dense_matrix(L.w_down)});
+    dense_ = std::move(d);
+  }
 }
+
+Transformer::~Transformer() = default;
 
 std::unique_ptr<Transformer> Transformer::load(const std::string& path, const LoadOptions& opt) {
   return std::make_unique<Transformer>(load_weights(path, opt));
@@ -119,6 +178,8 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
                 last_index.size(), n_seq);
   for (int64_t li : last_index)
     FKV_CHECK_ARG(0 <= li && li < T, "forward: last_index {} outside the chunk [0, {})", li, T);
+
+  if (dense_) return forward_aten(ids, pos, cache, logits_mode, taps, last_index);
 
   const int64_t H = c.hidden, Hq = c.n_head_q, Hkv = c.n_head_kv, D = c.head_dim, F = c.ffn_hidden;
   const int64_t G = Hq / Hkv, half = D / 2;
@@ -184,24 +245,7 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
       a.qpos = posp; a.out = ap;
       ops::attention_decode_f32(a);
     } else {
-      const int64_t S = cache.max_length(l);
-      at::Tensor Q = q.view({n_seq, T, Hkv, G, D}).permute({0, 2, 3, 1, 4}).reshape({n_seq, Hkv, G * T, D});
-      at::Tensor K = cache.k(l).narrow(2, 0, S), V = cache.v(l).narrow(2, 0, S);
-      if (kv_dtype != at::kFloat) {
-        K = K.to(at::kFloat);
-        V = V.to(at::kFloat);
-      }
-      at::Tensor scores = at::matmul(Q, K.transpose(-1, -2)).mul_(scale);  // [n_seq, Hkv, G*T, S]
-      at::Tensor slot = at::arange(S, at::kLong);
-      at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).unsqueeze(-1);                      // [n, Hkv, S]
-      at::Tensor causal = cache.pos(l).narrow(2, 0, S).unsqueeze(2) <= pos.view({n_seq, 1, T, 1});   // [n, Hkv, T, S]
-      at::Tensor vis = (causal & valid.unsqueeze(2)).unsqueeze(2).expand({n_seq, Hkv, G, T, S}).reshape({n_seq, Hkv, G * T, S});
-      scores.masked_fill_(vis.logical_not(), -std::numeric_limits<float>::infinity());
-      at::Tensor probs = at::softmax(scores, -1);
-      probs = at::where(vis.any(-1, true), probs, at::zeros({}, f32));
-      at::Tensor o = at::matmul(probs, V);  // [n_seq, Hkv, G*T, D]
-      att.view({n_seq, T, Hkv, G, D}).copy_(o.view({n_seq, Hkv, G, T, D}).permute({0, 3, 1, 2, 4}));
-      if (want_probs) taps->on_attention(l, probs.view({n_seq, Hkv, G, T, S}).reshape({n_seq, Hq, T, S}));
+      attention_general(q, cache, l, pos, n_seq, T, Hkv, G, D, scale, taps, want_probs, att);
     }
 
     mm(L.wo.view, ap, N, tp);
@@ -237,6 +281,71 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   rms_norm(rows.data_ptr<float>(), W.out_norm.data_ptr<float>(), hn.data_ptr<float>(), R, H, eps);
   at::Tensor out = at::empty({R, c.n_vocab}, f32);
   mm(W.output.view, hn.data_ptr<float>(), R, out.data_ptr<float>());
+  return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
+}
+
+// The same function in ATen ops on dense fp32 weights (LoadOptions::backend "aten"); inputs validated by forward().
+at::Tensor Transformer::forward_aten(const at::Tensor& ids, const at::Tensor& pos, cache::KvCache& cache,
+                                     Logits logits_mode, ForwardTaps* taps, const std::vector<int64_t>& last_index) const {
+  const auto& c = config();
+  const auto& W = *weights_;
+  const Dense& dn = *dense_;
+  const int64_t n_seq = ids.size(0), T = ids.size(1), N = n_seq * T;
+  const int64_t Hq = c.n_head_q, Hkv = c.n_head_kv, D = c.head_dim, G = Hq / Hkv, half = D / 2;
+  const float eps = static_cast<float>(c.rms_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // x * rsqrt(mean(x^2) + eps) * w over the last dimension (the mean of squares in double, as the native kernel)
+  auto rms = [eps](const at::Tensor& x, const at::Tensor& w) {
+    const at::Tensor ms = x.to(at::kDouble).square().mean(-1, /*keepdim=*/true).to(at::kFloat);
+    return w * (x * (ms + eps).rsqrt());
+  };
+  auto linear = [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    at::Tensor y = at::matmul(x, w.t());
+    return b.defined() ? y + b : y;
+  };
+  // HF rotate_half RoPE on t [N, heads, D] with the fp32 angle pos * inv_freq
+  const at::Tensor ang = pos.reshape({N, 1}).to(at::kFloat) * inv_freq_.view({1, half});
+  const at::Tensor cs = ang.cos().unsqueeze(1), sn = ang.sin().unsqueeze(1);
+  auto rope = [&](const at::Tensor& t) {
+    const at::Tensor x1 = t.narrow(2, 0, half), x2 = t.narrow(2, half, half);
+    return at::cat({x1 * cs - x2 * sn, x2 * cs + x1 * sn}, 2);
+  };
+  at::Tensor x = dn.embd.index_select(0, ids.reshape({N}));  // [N, hidden]
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = W.layers[l];
+    const Dense::Layer& dl = dn.layers[l];
+    at::Tensor xn = rms(x, L.attn_norm);
+    at::Tensor q = linear(xn, dl.wq, L.bq).view({N, Hq, D});
+    at::Tensor k = linear(xn, dl.wk, L.bk).view({N, Hkv, D});
+    at::Tensor v = linear(xn, dl.wv, L.bv);
+    if (c.qk_norm) {
+      q = rms(q, L.q_norm);
+      k = rms(k, L.k_norm);
+    }
+    q = rope(q).reshape({N, Hq * D});
+    k = rope(k);
+    at::Tensor k_t = k.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
+    at::Tensor v_t = v.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
+    if (taps) taps->on_qkv(l, q.view({n_seq, T, Hq, D}).permute({0, 2, 1, 3}).contiguous(), k_t, v_t);
+    cache.append(l, k_t, v_t, pos);
+    at::Tensor att = at::empty({N, Hq * D}, x.options());
+    attention_general(q, cache, l, pos, n_seq, T, Hkv, G, D, scale, taps, taps && taps->wants_attention(l), att);
+    x = x + linear(att, dl.wo, L.bo);
+    xn = rms(x, L.ffn_norm);
+    x = x + at::matmul(at::silu(at::matmul(xn, dl.w_gate.t())) * at::matmul(xn, dl.w_up.t()), dl.w_down.t());
+  }
+  if (logits_mode == Logits::None) return at::Tensor();
+  at::Tensor rows;
+  if (logits_mode == Logits::All) {
+    rows = x;
+  } else if (last_index.empty()) {
+    rows = x.view({n_seq, T, c.hidden}).select(1, T - 1);
+  } else {
+    std::vector<int64_t> flat(static_cast<size_t>(n_seq));
+    for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
+    rows = x.index_select(0, at::tensor(flat, at::kLong));
+  }
+  at::Tensor out = at::matmul(rms(rows, W.out_norm), dn.output.t()).contiguous();
   return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
 }
 

@@ -4,6 +4,9 @@
 // whose position is <= their own (the chunk's own keys are appended first, so attention within the
 // chunk is causal by position). The model knows nothing about eviction policies: taps expose
 // post-RoPE queries/keys and, on request, attention probabilities to whoever asks.
+// Two backends compute the same function (LoadOptions::backend): "native", hand-written CPU kernels on the file's
+// weight blocks, and "aten", the forward written once in ATen ops on dense fp32 weights (the readable path the
+// device-neutral/CUDA work builds on); both are checked against HF transformers.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -55,10 +58,16 @@ class Transformer {
                      const std::vector<int64_t>& last_index = {}) const;
 
   explicit Transformer(std::shared_ptr<const Weights> w);
+  ~Transformer();
 
  private:
+  struct Dense;  // the aten backend's dense fp32 matrices
+  at::Tensor forward_aten(const at::Tensor& ids, const at::Tensor& pos, cache::KvCache& cache, Logits logits,
+                          ForwardTaps* taps, const std::vector<int64_t>& last_index) const;
+
   std::shared_ptr<const Weights> weights_;
   at::Tensor inv_freq_;  // [D/2] fp32
+  std::unique_ptr<const Dense> dense_;  // set when weights_->backend == "aten"
 };
 
 }  // namespace fkv::model

@@ -342,6 +342,11 @@ std::shared_ptr<Weights> load_weights(const std::string& path_or_name, const Loa
   FKV_CHECK_ARG(opt.activations == "f32" || opt.activations == "q8",
                 "unknown activation format '{}'; expected f32 or q8", opt.activations);
   w->act_q8 = opt.activations == "q8";
+  FKV_CHECK_ARG(opt.backend == "native" || opt.backend == "aten", "unknown backend '{}'; expected native or aten",
+                opt.backend);
+  FKV_CHECK_ARG(opt.backend == "native" || !w->act_q8, "the aten backend computes in fp32: --activations q8 is a "
+                "native-kernel option");
+  w->backend = opt.backend;
   if (opt.weight_format != "native") {
     GgmlType target;
     if (opt.weight_format == "f32") target = GgmlType::F32;

@@ -21,6 +21,10 @@ struct LoadOptions {
   /// "q8": decode-size products (<= 8 rows) quantize activations to int8 per 32 columns and multiply
   /// integer levels (ops::matmul_q8, llama.cpp's scheme; faster, not bit-comparable to HF).
   std::string activations = "f32";
+  /// "native": the hand-written CPU kernels (default). "aten": the same forward written once in ATen ops on dense
+  /// fp32 weights (dequantized at load), the device-neutral path the CUDA build runs; on the CPU it is the
+  /// readable specification the native kernels are checked against.
+  std::string backend = "native";
 };
 
 /// A [out, in] matrix: a view, plus the storage that owns it when it is not the mapped file.
@@ -49,6 +53,7 @@ struct Weights {
   std::string source_path;           // file or directory loaded
   std::string format;                // "gguf" | "safetensors"
   bool act_q8 = false;               // LoadOptions::activations == "q8"
+  std::string backend = "native";    // LoadOptions::backend
   std::shared_ptr<void> file_owner;  // the mapped file(s)
 
   int64_t n_params() const;

@@ -38,16 +38,18 @@ at::Tensor load_logits(const RealModel& m, size_t i) {
   return t;
 }
 
-void check_logits(const RealModel& rm) {
+void check_logits(const RealModel& rm, const std::string& backend = "native") {
   json refs = load_refs(rm);
-  auto m = model::Transformer::load(test::models_dir() + "/" + rm.file);
+  model::LoadOptions lo;
+  lo.backend = backend;
+  auto m = model::Transformer::load(test::models_dir() + "/" + rm.file, lo);
   for (size_t i = 0; i < refs["prompts"].size(); ++i) {
     const auto ids = refs["prompts"][i]["ids"].get<std::vector<int64_t>>();
     at::Tensor want = load_logits(rm, i);
     at::Tensor got = test::run_chunked(*m, ids, 1 << 20);
     const double d = test::max_abs_diff(got, want);
     const int64_t argmax_mismatch = (got.argmax(-1) != want.argmax(-1)).sum().item<int64_t>();
-    INFO(rm.tag << " prompt " << i << " (" << ids.size() << " tokens): max |dlogit| = " << d
+    INFO(rm.tag << " (" << backend << ") prompt " << i << " (" << ids.size() << " tokens): max |dlogit| = " << d
                 << ", argmax mismatches " << argmax_mismatch);
     CHECK(d <= 1e-2);
     CHECK(argmax_mismatch == 0);
@@ -93,6 +95,11 @@ TEST_CASE("SmolLM2 GGUF logits match HF transformers on chat prompts", "[unit][m
 
 TEST_CASE("Qwen2.5-Coder GGUF (Q5_0/Q4_K/Q6_K/Q8_0, qwen2) logits match HF transformers", "[unit][model][real]") {
   check_logits(kModels[1]);
+}
+
+TEST_CASE("aten backend: SmolLM2 and Qwen2.5-Coder GGUF logits match HF transformers", "[unit][model][real]") {
+  check_logits(kModels[0], "aten");
+  check_logits(kModels[1], "aten");
 }
 
 TEST_CASE("SmolLM2 GGUF: independent reference model agrees", "[unit][model][real]") {

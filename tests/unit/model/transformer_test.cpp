@@ -39,6 +39,37 @@ TEST_CASE("tiny models: chunked and token-by-token decoding match HF", "[unit][m
   }
 }
 
+// The aten backend (LoadOptions::backend "aten": the forward in ATen ops on dense fp32 weights) against the same
+// HF bundles, full and chunked, and against the native kernels on the quantized GGUF (dequantized identically).
+TEST_CASE("aten backend: full and chunked forward match HF transformers; GGUF matches the native kernels",
+          "[unit][model][golden]") {
+  model::LoadOptions lo;
+  lo.backend = "aten";
+  for (const auto& name : test::bundle_names()) {
+    Bundle b = test::load_bundle(name);
+    auto m = model::Transformer::load(b.dir, lo);
+    for (auto [first, chunk] : std::vector<std::pair<int64_t, int64_t>>{{0, 1 << 20}, {5, 1}, {3, 7}}) {
+      INFO("bundle " << name << " first " << first << " chunk " << chunk);
+      const double d = test::max_abs_diff(test::run_chunked(*m, b.ids, chunk, first), b.logits);
+      INFO("max |dlogit| = " << d);
+      CHECK(d <= 1e-3);
+    }
+  }
+  Bundle q = test::load_bundle("llama_quant_gguf");
+  auto native = model::Transformer::load(q.dir + "/model.gguf");
+  auto aten = model::Transformer::load(q.dir + "/model.gguf", lo);
+  const double d = test::max_abs_diff(test::run_chunked(*aten, q.ids, 5), test::run_chunked(*native, q.ids, 5));
+  INFO("aten vs native on K-quant/IQ4 weights: max |dlogit| = " << d);
+  CHECK(d <= 1e-3);
+  CHECK(test::max_abs_diff(test::run_chunked(*aten, q.ids, 1 << 20), q.logits) <= 1e-3);
+  model::LoadOptions bad = lo;
+  bad.backend = "cuda";
+  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("native or aten"));
+  bad.backend = "aten";
+  bad.activations = "q8";
+  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("fp32"));
+}
+
 TEST_CASE("tiny llama GGUF (permuted Q/K, F32) matches the HF safetensors model", "[unit][model][golden]") {
   Bundle b = test::load_bundle("llama_g3_tied_oldrope");
   auto m = model::Transformer::load(b.dir + "/model.gguf");
