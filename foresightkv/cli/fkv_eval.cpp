@@ -27,7 +27,9 @@ namespace {
 int cmd_fidelity(const Args& a) {
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   const std::string model_path = fkv::model::resolve_model_path(a.require("model"));
-  auto model = fkv::model::Transformer::load(model_path);
+  fkv::model::LoadOptions lo;
+  lo.backend = a.get("backend", "native");
+  auto model = fkv::model::Transformer::load(model_path, lo);
   const std::string traces_path = a.require("traces");
   const fkv::trace::TraceSet set = fkv::trace::read_trace_set(traces_path);
   fkv::harness::FidelityOptions o;
@@ -131,6 +133,7 @@ int cmd_generate(const Args& a) {
   r.model = a.require("model");
   r.weights = a.get("weights", "native");
   r.activations = a.get("activations", "f32");
+  r.backend = a.get("backend", "native");
   r.output = a.require("output");
   r.summary = a.get("summary", "");
   r.paired_with = a.get("paired-with", "");
@@ -168,6 +171,7 @@ std::vector<Command> commands() {
         {"limit", true, "use only the first N traces (0 = all)", "0"},
         {"kv-dtype", true, "KV cache storage f32 or f16", "f32"},
         {"threads", true, "CPU threads", "2"},
+        {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
         {"output", true, "write the JSON summary here (atomically)", ""},
         {"per-token", true, "write per-token rows (JSONL) here", ""},
         {"help", false, "show this help", ""}},
@@ -238,6 +242,7 @@ std::vector<Command> commands() {
         {"protect", true, "newest entries never evicted (-1 = policy default)", "-1"},
         {"query-window", true, "queries the statistics see (-1 = policy default)", "-1"},
         {"threads", true, "CPU threads", "2"},
+        {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
         {"log-level", true, "trace|debug|info|warn|error", "info"},
         {"help", false, "show this help", ""}},
        cmd_generate},

@@ -112,7 +112,9 @@ fkv::trace::LabelOptions label_options(const Args& a) {
 std::unique_ptr<fkv::model::Transformer> load_model(const Args& a, std::string* path) {
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   *path = fkv::model::resolve_model_path(a.require("model"));
-  return fkv::model::Transformer::load(*path);
+  fkv::model::LoadOptions lo;
+  lo.backend = a.get("backend", "native");
+  return fkv::model::Transformer::load(*path, lo);
 }
 
 int cmd_label(const Args& a) {
@@ -157,6 +159,7 @@ int cmd_generate(const Args& a) {
   fkv::harness::GenerateEvalRun run;
   run.model = a.require("model");
   run.output = gen_path;
+  run.backend = a.get("backend", "native");
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   // step 1: generation (resumable per sample)
   const json gen_summary = fkv::harness::run_generate_eval(c, run);
@@ -277,6 +280,7 @@ std::vector<OptionSpec> label_spec() {
           {"fp32-probs", false, "pool fp32 probabilities (default: bf16 like the official code)", ""},
           {"checkpoint-every", true, "rewrite the output after this many labelled traces", "8"},
           {"threads", true, "CPU threads", "2"},
+          {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
           {"log-level", true, "log level", "info"},
           {"help", false, "show this help", ""}};
 }

@@ -33,7 +33,8 @@
 // rewritten atomically without it), every line must carry this run's config_hash (else InvalidArgument), and
 // only the missing (problem_index, sample_index) pairs are generated. config_hash = sha256 of
 // {"config": resolved config without data_dir/limit/offset/samples/batch/scheduling, "model_sha256",
-// "dataset_sha256"} plus "weights" / "activations" when they are not the defaults (native / f32):
+// "dataset_sha256"} plus "weights" / "activations" / "backend" when they are not the defaults (native / f32 /
+// native):
 // everything that decides a sample's tokens, nothing that only selects which samples exist or how they are
 // batched, so a run can be extended to more problems or samples in place.
 #pragma once
@@ -141,6 +142,7 @@ struct GenerateEvalRun {
   std::string model;               // .gguf / HF directory / registry name
   std::string weights = "native";  // weight format in memory (model::LoadOptions); f32/bf16 join the config hash
   std::string activations = "f32"; // model::LoadOptions::activations; "q8" joins the config hash
+  std::string backend = "native";   // model::LoadOptions::backend; "aten" joins the config hash
   std::string output;              // per-sample JSONL (appended; resumed)
   std::string summary;             // "" = output without ".jsonl" + ".summary.json"
   std::string paired_with;         // full-cache JSONL of the same config seed ("" = none)

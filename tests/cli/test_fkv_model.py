@@ -52,6 +52,31 @@ def logits_match_golden_for_every_chunking(bin_, tmp):
         assert float(np.abs(outs[0] - outs[2]).max()) <= 1e-4
 
 
+def logits_aten_backend_match_golden(bin_, tmp):
+    # `fkv-model logits --backend aten` (fp32 ATen ops on the CPU) against HF transformers: 1e-3 full and chunked
+    for name in ("qwen3_g4_hd16", "llama3_rope_sharded", "qwen2_g2_bias"):
+        ids, want = golden(name)
+        for chunk in ("1", "7", str(len(ids))):
+            out = os.path.join(tmp, f"aten_{name}_{chunk}.npy")
+            r = run(bin_, "logits", "--model", os.path.join(TINY, name), "--ids", ",".join(map(str, ids)),
+                    "--chunk", chunk, "--backend", "aten", "--out", out)
+            assert r.returncode == 0, r.stderr
+            d = float(np.abs(np.load(out) - want).max())
+            assert d <= 1e-3, f"aten {name} chunk {chunk}: max |dlogit| {d}"
+    out = os.path.join(tmp, "bad_backend.npy")
+    expect_failure(bin_, ["logits", "--model", os.path.join(TINY, "llama_g1"), "--ids", "1,2", "--backend", "tpu",
+                          "--out", out], "native or aten", out)
+    if os.path.exists(SMOL):  # SmolLM2: aten vs native (both vs HF in the C++ real-model tests)
+        ids = "1,9690,198,2683,359,253,5356,5646,11173,3365,3511,308,34519,28,7018,411,407,19712,8182,2,198"
+        got = []
+        for backend in ("native", "aten"):
+            out = os.path.join(tmp, f"smol_{backend}.npy")
+            r = run(bin_, "logits", "--model", SMOL, "--ids", ids, "--backend", backend, "--out", out)
+            assert r.returncode == 0, r.stderr
+            got.append(np.load(out))
+        assert float(np.abs(got[0] - got[1]).max()) <= 2e-2 and (got[0].argmax(-1) == got[1].argmax(-1)).all()
+
+
 def smollm2_logits_chunk_independent(bin_, tmp):
     if not os.path.exists(SMOL):
         return
@@ -221,7 +246,8 @@ def subcommand_dispatch(bin_, tmp):
 
 
 def main():
-    return run_all([subcommand_dispatch, info_json_contract, logits_match_golden_for_every_chunking, smollm2_logits_chunk_independent,
+    return run_all([subcommand_dispatch, info_json_contract, logits_match_golden_for_every_chunking,
+                    logits_aten_backend_match_golden, smollm2_logits_chunk_independent,
                    bench_json_contract, bench_kernels_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
                    generate_json_contract])
 
