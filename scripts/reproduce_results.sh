@@ -20,10 +20,14 @@
 #                  policy runs as FKV_QWEN_LANES single-thread processes, default FKV_THREADS)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
-#   qwen_judge     the learned judge on Qwen (docs/results.md 8): training traces (GSM8K-train problems 64-140,
-#                  2 samples, seed 2, >= 256 tokens; labels B = 32/64/128, W = 16), the held-out traces of
-#                  qwen_fidelity (labels B = 32/64/128), fkv-train sft at B = 64 and B = 128
-#                  (configs/train/sft_qwen2.5-coder-0.5b-instruct.json), then the fidelity table with the judges
+#   qwen_judge     the learned judge on Qwen (docs/results.md 8): training traces (GSM8K-train problems 64-223,
+#                  2 samples, seed 2, >= 256 tokens: 311 traces; labels B = 32/64/128, W = 16), the held-out traces
+#                  of qwen_fidelity (labels B = 32/64/128); fkv-train sft at B = 128 and at B = 64 with two
+#                  equal-compute continuations of the 1000 paper steps (2 x 300 steps on golden states only, and
+#                  2 on-policy rounds of 32 rolled-out traces, trajectory mixed); fidelity with the judges
+#   smollm2_judge  the same for SmolLM2-135M (GSM8K-train problems 64-223, 2 samples, <= 384 new tokens, >= 256
+#                  tokens; held out: problems 0-23, >= 384 tokens): sft at B = 64 and 128, fidelity at B = 32/64/128
+#                  with every heuristic
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -209,28 +213,62 @@ step_qwen_fidelity() {
 
 step_qwen_judge() {
   "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_judge_train.safetensors" --data-dir "$DATA" \
-    --budgets 32,64,128 --window 16 --offset 64 --limit 77 --samples 2 --max-new-tokens 512 --min-length 256 \
+    --budgets 32,64,128 --window 16 --offset 64 --limit 160 --samples 2 --max-new-tokens 512 --min-length 256 \
     --seed 2 --batch "$QB" --threads "$T"
   "$BIN/fkv-trace" generate --model $Q --output "$OUT/qwen_gsm8k_traces.safetensors" --data-dir "$DATA" \
     --budgets 32,64,128 --window 16 --limit 64 --samples 1 --max-new-tokens 512 --min-length 384 --seed 1 \
     --batch "$QB" --threads "$T"
-  # the two budgets train side by side, one thread each (small ATen ops scale poorly across threads)
-  for b in 64 128; do
-    local r=""; [ -f "runs/sft_qwen_b$b/checkpoint.safetensors" ] && r="--resume"
-    "$BIN/fkv-train" sft --config configs/train/sft_qwen2.5-coder-0.5b-instruct.json --budget $b \
-      --output "runs/sft_qwen_b$b" --threads 1 $r > "runs/sft_qwen_b$b.out" 2> "runs/sft_qwen_b$b.err" &
-  done
+  local C=configs/train/sft_qwen2.5-coder-0.5b-instruct.json
+  sft_run() {  # config out args... (one thread each: small ATen ops scale poorly across threads)
+    local c=$1 o=$2; shift 2
+    local r=""; [ -f "$o/checkpoint.safetensors" ] && r="--resume"
+    "$BIN/fkv-train" sft --config "$c" --output "$o" --threads 1 --eval-every 100 $r "$@" > "$o.out" 2> "$o.err"
+  }
+  sft_run $C runs/sft_qwen300_b128 --budget 128 --store runs/store_qwen_b128 --eval-store runs/store_qwen_b128_eval &
+  # step_001000 of the control is the plain SFT judge (phase 0 does not depend on what follows)
+  sft_run $C runs/sft_qwen300_b64_golden --budget 64 --store runs/store_qwen_b64 --eval-store runs/store_qwen_b64_eval \
+    --rounds 2 --round-steps 300 --trajectory golden
+  sft_run $C runs/sft_qwen300_b64_mixed --budget 64 --store runs/store_qwen_b64 --eval-store runs/store_qwen_b64_eval \
+    --rounds 2 --round-steps 300 --round-limit 32 --trajectory mixed
   wait
-  for b in 64 128; do
-    "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit 16 \
-      --policies full,golden,foresightkv,foresightkv_topk,rkv --budgets $b --window 16 --batch 8 --threads "$T" \
-      --judge "runs/sft_qwen_b$b/final.safetensors" --output "$OUT/fidelity_qwen_judge_b$b.json" > /dev/null
-  done
-  # the judge at half the budget: the B = 64 judge at B = 32 next to the heuristics there
-  "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit 16 \
-    --policies full,golden,foresightkv,foresightkv_topk,rkv,h2o,snapkv,tova,streamingllm --budgets 32 --window 16 \
-    --batch 8 --threads "$T" --judge runs/sft_qwen_b64/final.safetensors --output "$OUT/fidelity_qwen_judge_b32.json" > /dev/null
+  qfid() {  # out budget judge policies (golden/full rows: step qwen_fidelity and results.md 8)
+    "$BIN/fkv-eval" fidelity --model $Q --traces "$OUT/qwen_gsm8k_traces.safetensors" --limit 16 --policies "$4" \
+      --budgets $2 --window 16 --batch 8 --threads 1 --judge "$3" --output "$OUT/$1.json" > /dev/null 2> "$OUT/$1.err"
+  }
+  qfid fidelity_qwen300_b128 128 runs/sft_qwen300_b128/final.safetensors foresightkv,foresightkv_topk &
+  qfid fidelity_qwen300_b64_sft 64 runs/sft_qwen300_b64_golden/step_001000.safetensors foresightkv,foresightkv_topk
+  wait
+  qfid fidelity_qwen300_b64_ctrl 64 runs/sft_qwen300_b64_golden/final.safetensors foresightkv,foresightkv_topk &
+  qfid fidelity_qwen300_b64_mixed 64 runs/sft_qwen300_b64_mixed/final.safetensors foresightkv,foresightkv_topk
+  wait
+  qfid fidelity_qwen300_b32_sft 32 runs/sft_qwen300_b64_golden/step_001000.safetensors foresightkv_topk
 }
 
-[ $# -ge 1 ] || { sed -n 2,25p "$0"; exit 2; }
+step_smollm2_judge() {
+  "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_judge_train.safetensors" --data-dir "$DATA" \
+    --budgets 32,64,128 --window 16 --offset 64 --limit 160 --samples 2 --max-new-tokens 384 --min-length 256 \
+    --seed 2 --batch 16 --threads "$T"
+  "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_gsm8k_traces.safetensors" --data-dir "$DATA" \
+    --budgets 32,64,128 --window 16 --limit 24 --samples 1 --max-new-tokens 512 --min-length 384 --seed 1 \
+    --batch 12 --threads "$T"
+  local C=configs/train/sft_smollm2-135m-instruct.json
+  for b in 64 128; do
+    local o=runs/sft_smol_b$b r=""
+    [ -f "$o/checkpoint.safetensors" ] && r="--resume"
+    "$BIN/fkv-train" sft --config $C --budget $b --store runs/store_smol_b$b --eval-store runs/store_smol_b${b}_eval \
+      --output $o --threads 1 --eval-every 100 $r > $o.out 2> $o.err &
+  done
+  wait
+  local H=h2o,snapkv,rkv,tova,streamingllm
+  for b in 32 64 128; do
+    local j=runs/sft_smol_b$b/final.safetensors
+    [ $b = 32 ] && j=runs/sft_smol_b64/final.safetensors
+    "$BIN/fkv-eval" fidelity --model $M --traces "$OUT/smollm2_gsm8k_traces.safetensors" --limit 16 \
+      --policies full,golden,$H,foresightkv,foresightkv_topk --budgets $b --window 16 --batch 8 --threads 1 \
+      --judge $j --output "$OUT/fidelity_smol_b$b.json" > /dev/null 2> "$OUT/fidelity_smol_b$b.err" &
+  done
+  wait
+}
+
+[ $# -ge 1 ] || { sed -n 2,33p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done
