@@ -270,5 +270,5 @@ step_smollm2_judge() {
   wait
 }
 
-[ $# -ge 1 ] || { sed -n 2,33p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,30p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done
