@@ -280,6 +280,24 @@ def generate_smollm2_jsonl_summary_and_resume(bin_, tmp):
     assert open(out, "rb").read() == before
 
 
+def generate_aten_backend(bin_, tmp):
+    # --backend aten: the same run on the ATen forward; the backend joins the config hash (its samples are not
+    # the native kernels' bit for bit), so an output of one backend is not resumed by the other
+    if not generate_ready():
+        return
+    nat, ate = os.path.join(tmp, "nat.jsonl"), os.path.join(tmp, "aten.jsonl")
+    r = run(bin_, *generate_args(nat, "--limit", "1", "--samples", "1"))
+    assert r.returncode == 0, r.stderr
+    r = run(bin_, *generate_args(ate, "--limit", "1", "--samples", "1", "--backend", "aten"))
+    assert r.returncode == 0, r.stderr
+    s_nat, s_aten = json.loads(open(nat[:-6] + ".summary.json").read()), json.loads(r.stdout)
+    assert s_aten["model"]["backend"] == "aten" and s_nat["model"]["backend"] == "native", (s_aten["model"], s_nat["model"])
+    assert s_aten["config_hash"] != s_nat["config_hash"]
+    assert read_jsonl(ate)[0]["response_ids"], "empty response"
+    r = run(bin_, *generate_args(nat, "--limit", "1", "--samples", "1", "--backend", "aten"))
+    assert r.returncode != 0 and "different config" in r.stderr, r.stderr
+
+
 def generate_config_and_usage_errors(bin_, tmp):
     r = run(bin_, "generate", "--help")
     assert r.returncode == 0, r.stderr
@@ -307,7 +325,7 @@ def main():
     return run_all([fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
                    blank_lines_and_crlf_are_tolerated, dataset_and_field_options, shared_gpqa_through_the_cli,
                    malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage,
-                    generate_smollm2_jsonl_summary_and_resume, generate_config_and_usage_errors])
+                    generate_smollm2_jsonl_summary_and_resume, generate_aten_backend, generate_config_and_usage_errors])
 
 
 if __name__ == "__main__":
