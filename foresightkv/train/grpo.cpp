@@ -258,6 +258,7 @@ class RolloutPolicy final : public evict::Policy {
       // the pool the sampler drew from: the top min(2d, C) by phi, ties to the lower slot (choose_drops' rule)
       const int64_t P = r.pool.size(3);
       std::vector<int64_t> idx(static_cast<size_t>(C));
+      int64_t* pool_out = r.pool[v.layer][v.event].data_ptr<int64_t>();  // [H, P], contiguous
       for (int64_t h = 0; h < H; ++h) {
         const float* ph = phi[h].data_ptr<float>();
         std::iota(idx.begin(), idx.end(), int64_t{0});
@@ -265,7 +266,7 @@ class RolloutPolicy final : public evict::Policy {
                           [&](int64_t a, int64_t b) { return ph[a] > ph[b] || (ph[a] == ph[b] && a < b); });
         double mx = -1e300, z = 0, ez = 0;
         for (int64_t i = 0; i < P; ++i) {
-          r.pool[v.layer][v.event][h][i] = idx[i];
+          pool_out[h * P + i] = idx[i];
           mx = std::max(mx, static_cast<double>(ph[idx[i]]));
         }
         for (int64_t i = 0; i < P; ++i) {
