@@ -25,8 +25,8 @@
 #                  of qwen_fidelity (labels B = 32/64/128); fkv-train sft at B = 128 and at B = 64 with two
 #                  equal-compute continuations of the 1000 paper steps (2 x 300 steps on golden states only, and
 #                  2 on-policy rounds of 32 rolled-out traces, trajectory mixed); fidelity with the judges
-#   smollm2_judge  the same for SmolLM2-135M (GSM8K-train problems 64-223, 2 samples, <= 384 new tokens, >= 256
-#                  tokens; held out: problems 0-23, >= 384 tokens): sft at B = 64 and 128, fidelity at B = 32/64/128
+#   smollm2_judge  the same for SmolLM2-135M (GSM8K-train problems 64-253, 2 samples, <= 384 new tokens, >= 256
+#                  tokens; held out: problems 0-47, >= 256 tokens): sft at B = 64 and 128, fidelity at B = 32/64/128
 #                  with every heuristic
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -246,10 +246,10 @@ step_qwen_judge() {
 
 step_smollm2_judge() {
   "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_judge_train.safetensors" --data-dir "$DATA" \
-    --budgets 32,64,128 --window 16 --offset 64 --limit 160 --samples 2 --max-new-tokens 384 --min-length 256 \
+    --budgets 32,64,128 --window 16 --offset 64 --limit 190 --samples 2 --max-new-tokens 384 --min-length 256 \
     --seed 2 --batch 16 --threads "$T"
   "$BIN/fkv-trace" generate --model $M --output "$OUT/smollm2_gsm8k_traces.safetensors" --data-dir "$DATA" \
-    --budgets 32,64,128 --window 16 --limit 24 --samples 1 --max-new-tokens 512 --min-length 384 --seed 1 \
+    --budgets 32,64,128 --window 16 --limit 48 --samples 1 --max-new-tokens 512 --min-length 256 --seed 1 \
     --batch 12 --threads "$T"
   local C=configs/train/sft_smollm2-135m-instruct.json
   for b in 64 128; do
