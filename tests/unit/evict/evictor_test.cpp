@@ -128,7 +128,7 @@ TEST_CASE("counter trigger (parity): N % L == 0 flags the next forward, which ev
   REQUIRE(e.stats().events == 3);
 }
 
-TEST_CASE("statistics: observed queries' attention, causal by position; accumulators follow entries",
+TEST_CASE("statistics: observed queries' attention, causal by position, accumulators follow entries",
           "[unit][evict]") {
   for (auto var : {evict::Variant::Intended, evict::Variant::Parity}) {
     auto c = config("h2o", 10, 4, evict::Variant::Intended);

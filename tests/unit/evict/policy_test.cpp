@@ -122,7 +122,7 @@ TEST_CASE("knorm keeps the smallest-norm candidates", "[unit][evict]") {
   REQUIRE(row(p->select(v), 0) == std::vector<int64_t>{1, 3, 5, 6});
 }
 
-TEST_CASE("h2o: top cumulative attention (group mean); parity keeps score order", "[unit][evict]") {
+TEST_CASE("h2o: top cumulative attention (group mean), parity keeps score order", "[unit][evict]") {
   LayerView v = make_view(1, 6, 2, 1, 4, 2, 3);
   // cum [1, G=2, 6]: group means for candidates 0..3 = 0.3, 0.9, 0.1, 0.5
   const double a[2][6] = {{0.2, 1.0, 0.1, 0.6, 0, 0}, {0.4, 0.8, 0.1, 0.4, 0, 0}};

@@ -128,7 +128,7 @@ TEST_CASE("fidelity under StreamingLLM equals the reference model with the impli
   }
 }
 
-TEST_CASE("fidelity: golden needs matching labels; bad options are rejected", "[unit][harness]") {
+TEST_CASE("fidelity: golden needs matching labels, bad options are rejected", "[unit][harness]") {
   auto m = model::Transformer::load(test::load_bundle("llama_g1").dir);
   trace::TraceSet set = make_set(m->config().n_vocab, {{40, 5}}, 2);
   harness::FidelityOptions o;

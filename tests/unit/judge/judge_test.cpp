@@ -182,7 +182,7 @@ TEST_CASE("judge features equal a naive reference from explicit attention probab
   }
 }
 
-TEST_CASE("judge MLP: batched heads equal per-head loops; autograd gradient equals finite differences",
+TEST_CASE("judge MLP: batched heads equal per-head loops, autograd gradient equals finite differences",
           "[unit][judge]") {
   judge::JudgeShape s{2, 3, 4, 2, 16};
   const judge::Judge j32 = judge::Judge::init(s, 0.3, 7);
@@ -403,7 +403,7 @@ TEST_CASE("foresightkv_topk with phi = -(future score) reproduces Golden Evictio
   }
 }
 
-TEST_CASE("foresightkv policies run by name in fidelity; seeded, batch-invariant; clear errors", "[unit][judge]") {
+TEST_CASE("foresightkv policies run by name in fidelity, seeded, batch-invariant, clear errors", "[unit][judge]") {
   judge::register_policies();
   auto m = model::Transformer::load(test::load_bundle("qwen2_g2_bias").dir);
   const auto& c = m->config();

@@ -41,7 +41,7 @@ TEST_CASE("tiny models: chunked and token-by-token decoding match HF", "[unit][m
 
 // The aten backend (LoadOptions::backend "aten": the forward in ATen ops on dense fp32 weights) against the same
 // HF bundles, full and chunked, and against the native kernels on the quantized GGUF (dequantized identically).
-TEST_CASE("aten backend: full and chunked forward match HF transformers; GGUF matches the native kernels",
+TEST_CASE("aten backend: full and chunked forward match HF transformers, GGUF matches the native kernels",
           "[unit][model][golden]") {
   model::LoadOptions lo;
   lo.backend = "aten";

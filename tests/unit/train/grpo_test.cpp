@@ -323,7 +323,7 @@ TEST_CASE("GRPO stored-feature rollouts equal the plain three-pass formulation (
   CHECK(differ);  // the rollouts are really different samples
 }
 
-TEST_CASE("GRPO training: steps change the judge, resume after a kill equals an uninterrupted run; config keys",
+TEST_CASE("GRPO training: steps change the judge, resume after a kill equals an uninterrupted run, config keys",
           "[unit][train][grpo]") {
   judge::register_policies();
   const std::string base = tmp_dir("run");
