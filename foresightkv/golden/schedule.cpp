@@ -137,48 +137,32 @@ at::Tensor block_scores_dense(const at::Tensor& q, const at::Tensor& k, int64_t 
 }
 
 GoldenLayerLabels golden_schedule(const at::Tensor& abar, int64_t T, const GoldenOptions& opt) {
-  check_window_budget(opt.budget, opt.window);
-  const at::Tensor a = checked_abar(abar, T, opt.window);
-  const int64_t B = opt.budget, W = opt.window, Hkv = a.size(0), nb = a.size(2);
-  const int64_t S = golden_steps(T, B, W), b0 = 1 + B / W, R = nb - b0;
+  // alpha_s(n) for every position and step (the suffix max over future blocks), then the greedy schedule on it
+  const at::Tensor fut = future_scores(abar, T, opt);  // [Hkv, T, S], checks budget/window/abar
+  const int64_t B = opt.budget, W = opt.window, Hkv = fut.size(0), S = fut.size(2);
   GoldenLayerLabels out = empty_labels(S, Hkv, opt);
   if (S == 0) return out;
-  // Step s evicts before block b0 + s, which starts at B + W + s*W < T: the future blocks are never empty.
-  FKV_CHECK(R >= S, "golden: internal error: {} steps but only {} future blocks (T={}, B={}, W={})", S, R, T, B, W);
-  const float* ap = a.data_ptr<float>();
+  const float* fp = fut.data_ptr<float>();
   int64_t* drops = out.drops.data_ptr<int64_t>();
   float* scores = out.scores.data_ptr<float>();
-  std::vector<float> suf(static_cast<size_t>(S * T));  // suf[s*T + n] = max_{r >= s} abar[j, n, b0 + r]
-  std::vector<int64_t> cache(B), next_cache(B), idx(B);
+  std::vector<int64_t> cache(B), next_cache(B);
   std::vector<float> alpha(B);
   std::vector<char> dropped(B);
-  const auto lower_alpha_then_slot = [&](int64_t x, int64_t y) {
-    return alpha[x] < alpha[y] || (alpha[x] == alpha[y] && x < y);
-  };
   for (int64_t j = 0; j < Hkv; ++j) {
-    const float* aj = ap + j * T * nb;
-    for (int64_t n = 0; n < T; ++n) {
-      float m = kNegInf;
-      for (int64_t r = R - 1; r >= 0; --r) {
-        m = std::max(m, aj[n * nb + b0 + r]);
-        if (r < S) suf[r * T + n] = m;
-      }
-    }
+    const float* fj = fp + j * T * S;
     // rows = cache (the B oldest alive tokens, in order) ++ [next, T): the tail is never dropped before it
     // enters the cache, so after a drop the cache is the survivors followed by the next W positions.
     std::iota(cache.begin(), cache.end(), int64_t{0});
     int64_t next = B;
     for (int64_t s = 0; s < S; ++s) {
-      for (int64_t n = 0; n < B; ++n) alpha[n] = suf[s * T + cache[n]];
-      std::iota(idx.begin(), idx.end(), int64_t{0});
-      std::nth_element(idx.begin(), idx.begin() + (W - 1), idx.end(), lower_alpha_then_slot);
-      std::sort(idx.begin(), idx.begin() + W);
-      int64_t* d = drops + (s * Hkv + j) * W;
+      for (int64_t n = 0; n < B; ++n) alpha[n] = fj[cache[n] * S + s];
+      const std::vector<int64_t> d = oracle_drops(alpha.data(), B, W);
+      int64_t* dd = drops + (s * Hkv + j) * W;
       float* sc = scores + (s * Hkv + j) * B;
       std::fill(dropped.begin(), dropped.end(), 0);
       for (int64_t i = 0; i < W; ++i) {
-        d[i] = idx[i];
-        dropped[idx[i]] = 1;
+        dd[i] = d[i];
+        dropped[d[i]] = 1;
       }
       for (int64_t n = 0; n < B; ++n) sc[n] = -alpha[n];
       int64_t m = 0;

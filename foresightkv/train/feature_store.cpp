@@ -68,7 +68,7 @@ class Recorder final : public evict::Policy {
           at::Tensor alpha = b.fut[v.layer][h].index_select(0, p[h]).select(1, v.event).contiguous();
           b.target[v.layer][v.event][h].copy_(-alpha);
           const std::vector<int64_t> d = golden::oracle_drops(alpha.data_ptr<float>(), C, window_);
-          for (int64_t w = 0; w < window_; ++w) b.drops[v.layer][v.event][h][w] = d[static_cast<size_t>(w)];
+          std::copy(d.begin(), d.end(), b.drops[v.layer][v.event][h].data_ptr<int32_t>());  // int64 -> int32
         }
       }
       b.seen[v.layer * S + v.event] = 1;
