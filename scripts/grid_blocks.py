@@ -10,11 +10,15 @@ samples. Prints a markdown table: one row per run with its correct samples in ea
 and in total, then the samples without an extracted answer, the strict (boxed-only) minus official correct
 count, the samples that stopped at the length cap, and the mean eviction events per sample; --greedy FILE
 adds a full-cache greedy run's correct count on the same problems (one sample each) below the table.
+--stats adds a second table on the same samples: avg@k with a 95 % bootstrap CI over problems, the paired
+difference to the FIRST run (bootstrap over problems, the same resamples for every run; seed 0, 2000
+resamples), mean and p90 length, mean peak KV MiB, and eviction seconds / (prefill + decode seconds).
 """
 import argparse
 import json
 import lzma
 import os
+import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +52,7 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=20)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--greedy", help="full-cache greedy records (one sample per problem)")
+    ap.add_argument("--stats", action="store_true", help="also print accuracy / paired-difference CIs and costs")
     a = ap.parse_args(argv)
     try:
         data = [load(r) for r in a.runs]
@@ -85,6 +90,9 @@ def main(argv=None):
         ev = sum(r.get("eviction_events", 0) for r in sel) / len(sel)
         print("| " + " | ".join([name] + cells + [f"{total}/{len(sel)}", str(no_ans), f"{strict:+d}", str(cap),
                                                   f"{ev:.1f}"]) + " |")
+    if a.stats:
+        print()
+        print_stats(names, data, problems, a.samples)
     if greedy is not None:
         g = [greedy.get((p, 0)) for p in problems]
         missing = sum(1 for r in g if r is None)
@@ -92,6 +100,42 @@ def main(argv=None):
         print(f"\ngreedy (full cache): {right}/{len(problems) - missing} on the same problems"
               + (f" ({missing} not in the greedy file)" if missing else ""))
     return 0
+
+
+def percentile(xs, q):
+    """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, max(0, int(-(-q * len(ys) // 100)) - 1))]
+
+
+def print_stats(names, data, problems, k, n_boot=2000):
+    """avg@k and paired difference to the first run with 95 % bootstrap CIs over problems, lengths, KV, costs."""
+    rng = random.Random(0)
+    boots = [[rng.randrange(len(problems)) for _ in problems] for _ in range(n_boot)]
+    per_run = [[sum(bool(rows[(p, s)]["correct"]) for s in range(k)) / k for p in problems] for rows in data]
+
+    def ci(vals):
+        means = sorted(sum(vals[i] for i in b) / len(b) for b in boots)
+        return means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]
+
+    head = ["run", f"avg@{k} (95 % CI)", "paired diff vs " + names[0] + " (95 % CI)", "mean len", "p90 len",
+            "peak KV MiB", "eviction share"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for name, rows, acc in zip(names, data, per_run):
+        sel = [rows[(p, s)] for p in problems for s in range(k)]
+        lo, hi = ci(acc)
+        diff = [x - y for x, y in zip(acc, per_run[0])]
+        dlo, dhi = ci(diff)
+        lens = [r.get("length", 0) for r in sel]
+        kv = sum(r.get("peak_kv_bytes", 0) for r in sel) / len(sel) / 2**20
+        busy = sum(r.get("prefill_seconds", 0) + r.get("decode_seconds", 0) for r in sel)
+        share = sum(r.get("eviction_seconds", 0) for r in sel) / busy if busy > 0 else 0.0
+        mean = sum(acc) / len(acc)
+        print("| " + " | ".join([name, f"{mean:.3f} [{lo:.3f}, {hi:.3f}]",
+                                 f"{sum(diff) / len(diff):+.3f} [{dlo:+.3f}, {dhi:+.3f}]",
+                                 f"{sum(lens) / len(lens):.1f}", str(percentile(lens, 90)), f"{kv:.2f}",
+                                 f"{100 * share:.1f} %"]) + " |")
 
 
 if __name__ == "__main__":

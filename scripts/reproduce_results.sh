@@ -18,6 +18,8 @@
 #                  full and streamingllm/h2o/snapkv/rkv/tova at B = 128, 64 with L = 16, paired against full,
 #                  in blocks of FKV_QWEN_SAMPLED_BLOCK (20) problems (continuous batching, batch FKV_QWEN_BATCH;
 #                  policy runs as FKV_QWEN_LANES single-thread processes, default FKV_THREADS)
+#   qwen_learned   the learned rows of that grid: foresightkv with the committed SFT judges at B = 128 and 64 (two
+#                  lanes), then foresightkv_topk at B = 128, same protocol and pairing (scripts/qwen_learned_grid.sh)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
 #   qwen_judge     the learned judge on Qwen (docs/results.md 8): training traces (GSM8K-train problems 64-223,
@@ -198,6 +200,16 @@ step_qwen_sampled() {
       'qwen_sampled_run "$N" 1 --policy "$0" --budget "$1" --window 16 --output "$OUT/qwen_gsm8k_sampled_$0_b$1.jsonl" --paired-with "$FULL"'
     "$PY" scripts/results_archive.py save "${archive[@]}" "${runs[@]}"
   done
+}
+
+step_qwen_learned() {
+  # the learned rows of the 7.2 grid (issue "task accuracy with the learned judge"): the committed SFT judges,
+  # two single-thread lanes, each run in archived blocks of 20 problems (scripts/qwen_learned_grid.sh)
+  FKV_THREADS=1 bash scripts/qwen_learned_grid.sh foresightkv 128 &
+  local pa=$!
+  FKV_THREADS=1 bash scripts/qwen_learned_grid.sh foresightkv 64
+  wait $pa
+  FKV_THREADS=1 bash scripts/qwen_learned_grid.sh foresightkv_topk 128
 }
 
 step_qwen_fidelity() {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "foresightkv/cli/model_options.h"
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
@@ -27,9 +28,7 @@ namespace {
 int cmd_fidelity(const Args& a) {
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   const std::string model_path = fkv::model::resolve_model_path(a.require("model"));
-  fkv::model::LoadOptions lo;
-  lo.backend = a.get("backend", "native");
-  auto model = fkv::model::Transformer::load(model_path, lo);
+  auto model = fkv::model::Transformer::load(model_path, fkv::cli::load_options(a));
   const std::string traces_path = a.require("traces");
   const fkv::trace::TraceSet set = fkv::trace::read_trace_set(traces_path);
   fkv::harness::FidelityOptions o;
@@ -133,7 +132,10 @@ int cmd_generate(const Args& a) {
   r.model = a.require("model");
   r.weights = a.get("weights", "native");
   r.activations = a.get("activations", "f32");
-  r.backend = a.get("backend", "native");
+  const fkv::model::LoadOptions lo = fkv::cli::load_options(a);
+  r.backend = lo.backend;
+  r.device = lo.device;
+  r.dtype = lo.dtype;
   r.output = a.require("output");
   r.summary = a.get("summary", "");
   r.paired_with = a.get("paired-with", "");
@@ -143,7 +145,7 @@ int cmd_generate(const Args& a) {
 }
 
 std::vector<Command> commands() {
-  return {
+  std::vector<Command> v = {
       {"fidelity",
        "fkv-eval fidelity --model PATH|NAME --traces FILE --policies full,h2o,... --budgets 64,128 --window L\n"
        "       [--variant intended|parity] [--protect N] [--query-window N] [--seed S] [--batch 4] [--limit N]\n"
@@ -171,7 +173,6 @@ std::vector<Command> commands() {
         {"limit", true, "use only the first N traces (0 = all)", "0"},
         {"kv-dtype", true, "KV cache storage f32 or f16", "f32"},
         {"threads", true, "CPU threads", "2"},
-        {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
         {"output", true, "write the JSON summary here (atomically)", ""},
         {"per-token", true, "write per-token rows (JSONL) here", ""},
         {"help", false, "show this help", ""}},
@@ -242,11 +243,14 @@ std::vector<Command> commands() {
         {"protect", true, "newest entries never evicted (-1 = policy default)", "-1"},
         {"query-window", true, "queries the statistics see (-1 = policy default)", "-1"},
         {"threads", true, "CPU threads", "2"},
-        {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
         {"log-level", true, "trace|debug|info|warn|error", "info"},
         {"help", false, "show this help", ""}},
        cmd_generate},
   };
+  // the subcommands that load a model share --backend / --device / --dtype
+  for (Command& c : v)
+    if (std::string(c.name) == "fidelity" || std::string(c.name) == "generate") c.spec = fkv::cli::with_model_load(c.spec);
+  return v;
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "foresightkv/text/chat_template.h"
 #include "foresightkv/text/tokenizer.h"
 #include "foresightkv/core/file.h"
+#include "foresightkv/cli/model_options.h"
 
 #include <fstream>
 
@@ -35,23 +36,19 @@ const std::vector<OptionSpec> kCommon = {
     {"model", true, "model: .gguf file, HF directory, or registered name", ""},
     {"weights", true, "weight format in memory: native | f32 | bf16", "native"},
     {"activations", true, "f32 | q8 (int8 activations in decode-size products, llama.cpp's scheme)", "f32"},
-    {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
     {"threads", true, "CPU threads", "2"},
-    {"kv-dtype", true, "KV cache storage: f32 | f16", "f32"},
+    {"kv-dtype", true, "KV cache storage: f32 | f16 | bf16 (aten backend)", "f32"},
     {"log-level", true, "trace|debug|info|warn|error", "info"},
     {"help", false, "show this help", ""},
 };
 
 std::vector<OptionSpec> with_common(std::vector<OptionSpec> v) {
   v.insert(v.end(), kCommon.begin(), kCommon.end());
-  return v;
+  return fkv::cli::with_model_load(std::move(v));
 }
 
 std::unique_ptr<fkv::model::Transformer> load(const Args& a) {
-  fkv::model::LoadOptions lo;
-  lo.weight_format = a.get("weights", "native");
-  lo.activations = a.get("activations", "f32");
-  lo.backend = a.get("backend", "native");
+  const fkv::model::LoadOptions lo = fkv::cli::load_options(a);
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   return fkv::model::Transformer::load(a.require("model"), lo);
 }

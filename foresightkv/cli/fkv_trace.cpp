@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "foresightkv/cli/model_options.h"
 #include "foresightkv/cli/args.h"
 #include "foresightkv/core/error.h"
 #include "foresightkv/core/file.h"
@@ -112,9 +113,7 @@ fkv::trace::LabelOptions label_options(const Args& a) {
 std::unique_ptr<fkv::model::Transformer> load_model(const Args& a, std::string* path) {
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   *path = fkv::model::resolve_model_path(a.require("model"));
-  fkv::model::LoadOptions lo;
-  lo.backend = a.get("backend", "native");
-  return fkv::model::Transformer::load(*path, lo);
+  return fkv::model::Transformer::load(*path, fkv::cli::load_options(a));
 }
 
 int cmd_label(const Args& a) {
@@ -159,7 +158,10 @@ int cmd_generate(const Args& a) {
   fkv::harness::GenerateEvalRun run;
   run.model = a.require("model");
   run.output = gen_path;
-  run.backend = a.get("backend", "native");
+  const fkv::model::LoadOptions lo = fkv::cli::load_options(a);
+  run.backend = lo.backend;
+  run.device = lo.device;
+  run.dtype = lo.dtype;
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   // step 1: generation (resumable per sample)
   const json gen_summary = fkv::harness::run_generate_eval(c, run);
@@ -274,15 +276,14 @@ int cmd_inspect(const Args& a) {
 }
 
 std::vector<OptionSpec> label_spec() {
-  return {{"budgets", true, "comma list of budgets B (multiples of W)", ""},
+  return fkv::cli::with_model_load({{"budgets", true, "comma list of budgets B (multiples of W)", ""},
           {"window", true, "W: eviction length = query block size", ""},
           {"chunk", true, "forward chunk length of the labelling pass", "512"},
           {"fp32-probs", false, "pool fp32 probabilities (default: bf16 like the official code)", ""},
           {"checkpoint-every", true, "rewrite the output after this many labelled traces", "8"},
           {"threads", true, "CPU threads", "2"},
-          {"backend", true, "forward: native (hand-written CPU kernels) | aten (ATen ops on dense fp32 weights)", "native"},
           {"log-level", true, "log level", "info"},
-          {"help", false, "show this help", ""}};
+          {"help", false, "show this help", ""}});
 }
 
 std::vector<Command> commands() {

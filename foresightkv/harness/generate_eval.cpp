@@ -83,7 +83,7 @@ std::vector<std::string> dataset_stems(const std::string& ds) {
 // Defaults (weights "native", activations "f32") leave the payload as it always was, so existing outputs keep
 // their hash; any other in-memory format changes the numerics and joins it.
 json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                  const std::string& weights, const std::string& activations, const std::string& backend) {
+                  const GenerateEvalRun& run) {
   json cfg = c.to_json();
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
   // the learned policies: the judge's content, not where the file lies, decides the samples
@@ -91,15 +91,17 @@ json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, con
     cfg["eviction"]["judge"] = model_sha256(c.eviction.judge);  // a file or an HF checkpoint directory
   }
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
-  if (weights != "native") j["weights"] = weights;
-  if (activations != "f32") j["activations"] = activations;
-  if (backend != "native") j["backend"] = backend;
+  if (run.weights != "native") j["weights"] = run.weights;
+  if (run.activations != "f32") j["activations"] = run.activations;
+  if (run.backend != "native") j["backend"] = run.backend;
+  if (run.device != "cpu") j["device"] = run.device.rfind("cuda", 0) == 0 ? "cuda" : run.device;  // not the index
+  if (run.dtype != "f32") j["dtype"] = run.dtype;
   return j;
 }
 
 std::string config_hash(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                        const std::string& weights, const std::string& activations, const std::string& backend) {
-  const std::string s = hash_payload(c, model_sha, dataset_sha, weights, activations, backend).dump();
+                        const GenerateEvalRun& run) {
+  const std::string s = hash_payload(c, model_sha, dataset_sha, run).dump();
   return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
@@ -588,7 +590,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
                                    : static_cast<int64_t>(all.size());
   std::vector<int64_t> selection;
   for (int64_t i = c.offset; i < end; ++i) selection.push_back(i);
-  const std::string hash = config_hash(c, model_sha, ds_sha, run.weights, run.activations, run.backend);
+  const std::string hash = config_hash(c, model_sha, ds_sha, run);
   if (c.sampling.is_greedy() && c.samples > 1)
     FKV_LOG_WARN("greedy decoding with {} samples per problem: every sample of a problem is the same; pass "
                  "--temperature (the protocol: 0.6, --top-p 0.95, --top-k 20) for avg@k",
@@ -626,6 +628,8 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
     lo.weight_format = run.weights;
     lo.activations = run.activations;
     lo.backend = run.backend;
+    lo.device = run.device;
+    lo.dtype = run.dtype;
     auto model = model::Transformer::load(model_path, lo);
     if (!c.eviction.judge.empty()) {
       const auto& mc = model->config();
@@ -781,7 +785,9 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   json s = summarize(c, rows, selection, run.paired_with.empty() ? nullptr : &paired, run.paired_with);
   s["config"] = c.to_json();
   s["config_hash"] = hash;
-  s["model"] = json{{"path", model_path}, {"sha256", model_sha}, {"weights", run.weights}, {"activations", run.activations}, {"backend", run.backend}};
+  s["model"] = json{{"path", model_path},       {"sha256", model_sha},   {"weights", run.weights},
+                    {"activations", run.activations}, {"backend", run.backend}, {"device", run.device},
+                    {"dtype", run.dtype}};
   s["dataset_file"] = ds_path;
   s["dataset_sha256"] = ds_sha;
   s["output"] = run.output;

@@ -142,7 +142,9 @@ struct GenerateEvalRun {
   std::string model;               // .gguf / HF directory / registry name
   std::string weights = "native";  // weight format in memory (model::LoadOptions); f32/bf16 join the config hash
   std::string activations = "f32"; // model::LoadOptions::activations; "q8" joins the config hash
-  std::string backend = "native";   // model::LoadOptions::backend; "aten" joins the config hash
+  std::string backend = "native";   // model::LoadOptions::backend (resolved); "aten" joins the config hash
+  std::string device = "cpu";       // model::LoadOptions::device (resolved); a GPU joins the config hash as "cuda"
+  std::string dtype = "f32";        // model::LoadOptions::dtype (resolved); bf16 joins the config hash
   std::string output;              // per-sample JSONL (appended; resumed)
   std::string summary;             // "" = output without ".jsonl" + ".summary.json"
   std::string paired_with;         // full-cache JSONL of the same config seed ("" = none)

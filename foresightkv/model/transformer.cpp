@@ -74,8 +74,10 @@ void attention_general(const at::Tensor& q, const cache::KvCache& cache, int64_t
   }
   at::Tensor scores = at::matmul(Q, K.transpose(-1, -2)).mul_(scale);  // [n_seq, Hkv, G*T, S]
   at::Tensor slot = at::arange(S, f32.dtype(at::kLong));
-  at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).unsqueeze(-1);                      // [n, Hkv, S]
-  at::Tensor causal = cache.pos(l).narrow(2, 0, S).unsqueeze(2) <= pos.view({n_seq, 1, T, 1});   // [n, Hkv, T, S]
+  // lengths and positions live on the CPU (KvCache); the masks are built where q is
+  at::Tensor valid = slot.view({1, 1, S}) < cache.lengths(l).to(q.device()).unsqueeze(-1);           // [n, Hkv, S]
+  at::Tensor causal = cache.pos(l).narrow(2, 0, S).to(q.device()).unsqueeze(2) <=
+                      pos.to(q.device()).view({n_seq, 1, T, 1});                                      // [n, Hkv, T, S]
   at::Tensor vis = (causal & valid.unsqueeze(2)).unsqueeze(2).expand({n_seq, Hkv, G, T, S}).reshape({n_seq, Hkv, G * T, S});
   scores.masked_fill_(vis.logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1);
@@ -89,23 +91,31 @@ void attention_general(const at::Tensor& q, const cache::KvCache& cache, int64_t
 
 struct Transformer::Dense {
   struct Layer {
-    at::Tensor wq, wk, wv, wo, w_gate, w_up, w_down;  // [out, in] fp32
+    at::Tensor wq, wk, wv, wo, w_gate, w_up, w_down;  // [out, in], compute dtype, on the device
+    at::Tensor attn_norm, ffn_norm, q_norm, k_norm;   // compute dtype (undefined where the model has none)
+    at::Tensor bq, bk, bv, bo;
   };
-  at::Tensor embd, output;  // [V, hidden] fp32 (the same tensor when tied)
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;  // compute dtype (Weights::dtype)
+  at::Tensor embd, output;            // [V, hidden] (the same tensor when tied)
+  at::Tensor out_norm;
+  at::Tensor inv_freq;                // [D/2] fp32 on the device
   std::vector<Layer> layers;
 };
 
 namespace {
-// A matrix dequantized row by row (ops::dequantize_row: every format the native kernels read) to dense fp32.
-at::Tensor dense_matrix(const Matrix& m) {
+// A matrix dequantized row by row (ops::dequantize_row: every format the native kernels read) to dense fp32 on the
+// CPU, then moved to the device in the compute dtype (one matrix at a time, so the host holds one fp32 copy at most).
+at::Tensor dense_matrix(const Matrix& m, at::Device dev, at::ScalarType dt) {
   at::Tensor t = at::empty({m.view.rows, m.view.cols}, at::kFloat);
   float* p = t.data_ptr<float>();
   const int64_t cols = m.view.cols;
   at::parallel_for(0, m.view.rows, 64, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) ops::dequantize_row(m.view, r, p + r * cols);
   });
-  return t;
+  return t.to(dev, dt);
 }
+at::Tensor on(const at::Tensor& t, at::Device dev, at::ScalarType dt) { return t.defined() ? t.to(dev, dt) : t; }
 }  // namespace
 
 Transformer::Transformer(std::shared_ptr<const Weights> w) : weights_(std::move(w)) {
@@ -113,11 +123,21 @@ Transformer::Transformer(std::shared_ptr<const Weights> w) : weights_(std::move(
   inv_freq_ = at::from_blob(f.data(), {static_cast<int64_t>(f.size())}, at::kFloat).clone();
   if (weights_->backend == "aten") {
     auto d = std::make_unique<Dense>();
-    d->embd = dense_matrix(weights_->tok_embd);
-    d->output = weights_->output.view.data == weights_->tok_embd.view.data ? d->embd : dense_matrix(weights_->output);
+    d->device = at::Device(weights_->device);
+    d->dtype = weights_->dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    const at::Device dev = d->device;
+    const at::ScalarType dt = d->dtype;
+    d->embd = dense_matrix(weights_->tok_embd, dev, dt);
+    d->output = weights_->output.view.data == weights_->tok_embd.view.data ? d->embd
+                                                                            : dense_matrix(weights_->output, dev, dt);
+    d->out_norm = on(weights_->out_norm, dev, dt);
+    d->inv_freq = inv_freq_.to(dev);
     for (const auto& L : weights_->layers)
-      d->layers.push_back({dense_matrix(L.wq), dense_matrix(L.wk), dense_matrix(L.wv), dense_matrix(L.wo),
-                           dense_matrix(L.w_gate), dense_matrix(L.w_up), dense_matrix(L.w_down)});
+      d->layers.push_back({dense_matrix(L.wq, dev, dt), dense_matrix(L.wk, dev, dt), dense_matrix(L.wv, dev, dt),
+                           dense_matrix(L.wo, dev, dt), dense_matrix(L.w_gate, dev, dt), dense_matrix(L.w_up, dev, dt),
+                           dense_matrix(L.w_down, dev, dt), on(L.attn_norm, dev, dt), on(L.ffn_norm, dev, dt),
+                           on(L.q_norm, dev, dt), on(L.k_norm, dev, dt), on(L.bq, dev, dt), on(L.bk, dev, dt),
+                           on(L.bv, dev, dt), on(L.bo, dev, dt)});
     dense_ = std::move(d);
   }
 }
@@ -129,7 +149,8 @@ std::unique_ptr<Transformer> Transformer::load(const std::string& path, const Lo
 }
 
 cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity, at::ScalarType kv_dtype) const {
-  FKV_CHECK_ARG(kv_dtype == at::kFloat || kv_dtype == at::kHalf, "make_cache: KV dtype must be fp32 or fp16");
+  FKV_CHECK_ARG(kv_dtype == at::kFloat || kv_dtype == at::kHalf || (dense_ && kv_dtype == at::kBFloat16),
+                "make_cache: KV dtype must be fp32 or fp16 (or bf16 with the aten backend)");
   const auto& c = config();
   cache::KvCacheOptions o;
   o.n_seq = n_seq;
@@ -138,6 +159,7 @@ cache::KvCache Transformer::make_cache(int64_t n_seq, int64_t capacity, at::Scal
   o.head_dim = c.head_dim;
   o.capacity = capacity;
   o.dtype = kv_dtype;
+  if (dense_) o.device = dense_->device;  // the aten backend keeps the cache where its weights are
   return cache::KvCache(o);
 }
 
@@ -164,8 +186,12 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
                 cache.n_seq(), cache.n_layer(), cache.n_head_kv(), cache.head_dim(), n_seq, c.n_layer, c.n_head_kv,
                 c.head_dim);
   const at::ScalarType kv_dtype = cache.options().dtype;
-  FKV_CHECK_ARG(cache.options().device.is_cpu() && (kv_dtype == at::kFloat || kv_dtype == at::kHalf),
-                "forward: the CPU runtime needs a CPU cache in fp32 or fp16");
+  if (dense_)
+    FKV_CHECK_ARG(cache.options().device == dense_->device, "forward: the cache is on {} but the model on {}; create it "
+                  "with Transformer::make_cache", cache.options().device.str(), dense_->device.str());
+  else
+    FKV_CHECK_ARG(cache.options().device.is_cpu() && (kv_dtype == at::kFloat || kv_dtype == at::kHalf),
+                  "forward: the CPU runtime needs a CPU cache in fp32 or fp16");
   const int64_t* idp = ids.data_ptr<int64_t>();
   const int64_t* posp = pos.data_ptr<int64_t>();
   for (int64_t i = 0; i < N; ++i) {
@@ -284,54 +310,61 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
 }
 
-// The same function in ATen ops on dense fp32 weights (LoadOptions::backend "aten"); inputs validated by forward().
-at::Tensor Transformer::forward_aten(const at::Tensor& ids, const at::Tensor& pos, cache::KvCache& cache,
+// The same function in ATen ops on dense weights (LoadOptions::backend "aten") on the weights' device, in their compute
+// dtype; inputs validated by forward(). fp32: the readable specification of the native kernels. bf16 (the CUDA
+// default): HF's bf16 semantics -- RMSNorm statistics and attention softmax in fp32, products bf16 in / fp32
+// accumulate (cuBLAS), RoPE cos/sin computed in fp32 and rounded to bf16. Logits are returned as fp32 on the CPU
+// (the sampler's Philox streams then draw the same tokens for the same logits on every device).
+at::Tensor Transformer::forward_aten(const at::Tensor& ids_cpu, const at::Tensor& pos_cpu, cache::KvCache& cache,
                                      Logits logits_mode, ForwardTaps* taps, const std::vector<int64_t>& last_index) const {
   const auto& c = config();
-  const auto& W = *weights_;
   const Dense& dn = *dense_;
+  const at::ScalarType dt = dn.dtype;
+  const at::Tensor ids = ids_cpu.to(dn.device), pos = pos_cpu.to(dn.device);
   const int64_t n_seq = ids.size(0), T = ids.size(1), N = n_seq * T;
   const int64_t Hq = c.n_head_q, Hkv = c.n_head_kv, D = c.head_dim, G = Hq / Hkv, half = D / 2;
   const float eps = static_cast<float>(c.rms_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  // x * rsqrt(mean(x^2) + eps) * w over the last dimension (the mean of squares in double, as the native kernel)
-  auto rms = [eps](const at::Tensor& x, const at::Tensor& w) {
-    const at::Tensor ms = x.to(at::kDouble).square().mean(-1, /*keepdim=*/true).to(at::kFloat);
-    return w * (x * (ms + eps).rsqrt());
+  // x * rsqrt(mean(x^2) + eps) * w over the last dimension: statistics in fp32 (the mean of squares in double, as
+  // the native kernel), the normalised row rounded to the compute dtype before the weight (HF)
+  auto rms = [eps, dt](const at::Tensor& x, const at::Tensor& w) {
+    const at::Tensor xf = x.to(at::kFloat);
+    const at::Tensor ms = xf.to(at::kDouble).square().mean(-1, /*keepdim=*/true).to(at::kFloat);
+    const at::Tensor y = xf * (ms + eps).rsqrt();
+    return w * (dt == at::kFloat ? y : y.to(dt));
   };
   auto linear = [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
     at::Tensor y = at::matmul(x, w.t());
     return b.defined() ? y + b : y;
   };
-  // HF rotate_half RoPE on t [N, heads, D] with the fp32 angle pos * inv_freq
-  const at::Tensor ang = pos.reshape({N, 1}).to(at::kFloat) * inv_freq_.view({1, half});
-  const at::Tensor cs = ang.cos().unsqueeze(1), sn = ang.sin().unsqueeze(1);
+  // HF rotate_half RoPE on t [N, heads, D] with the fp32 angle pos * inv_freq (cos/sin rounded to the compute dtype)
+  const at::Tensor ang = pos.reshape({N, 1}).to(at::kFloat) * dn.inv_freq.view({1, half});
+  const at::Tensor cs = ang.cos().unsqueeze(1).to(dt), sn = ang.sin().unsqueeze(1).to(dt);
   auto rope = [&](const at::Tensor& t) {
     const at::Tensor x1 = t.narrow(2, 0, half), x2 = t.narrow(2, half, half);
     return at::cat({x1 * cs - x2 * sn, x2 * cs + x1 * sn}, 2);
   };
   at::Tensor x = dn.embd.index_select(0, ids.reshape({N}));  // [N, hidden]
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = W.layers[l];
     const Dense::Layer& dl = dn.layers[l];
-    at::Tensor xn = rms(x, L.attn_norm);
-    at::Tensor q = linear(xn, dl.wq, L.bq).view({N, Hq, D});
-    at::Tensor k = linear(xn, dl.wk, L.bk).view({N, Hkv, D});
-    at::Tensor v = linear(xn, dl.wv, L.bv);
+    at::Tensor xn = rms(x, dl.attn_norm);
+    at::Tensor q = linear(xn, dl.wq, dl.bq).view({N, Hq, D});
+    at::Tensor k = linear(xn, dl.wk, dl.bk).view({N, Hkv, D});
+    at::Tensor v = linear(xn, dl.wv, dl.bv);
     if (c.qk_norm) {
-      q = rms(q, L.q_norm);
-      k = rms(k, L.k_norm);
+      q = rms(q, dl.q_norm);
+      k = rms(k, dl.k_norm);
     }
-    q = rope(q).reshape({N, Hq * D});
+    q = rope(q).reshape({N, Hq * D}).to(at::kFloat);  // attention in fp32 (no-op on the fp32 path)
     k = rope(k);
-    at::Tensor k_t = k.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
-    at::Tensor v_t = v.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).contiguous();
+    at::Tensor k_t = k.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).to(at::kFloat).contiguous();
+    at::Tensor v_t = v.view({n_seq, T, Hkv, D}).permute({0, 2, 1, 3}).to(at::kFloat).contiguous();
     if (taps) taps->on_qkv(l, q.view({n_seq, T, Hq, D}).permute({0, 2, 1, 3}).contiguous(), k_t, v_t);
-    cache.append(l, k_t, v_t, pos);
-    at::Tensor att = at::empty({N, Hq * D}, x.options());
+    cache.append(l, k_t, v_t, pos_cpu);
+    at::Tensor att = at::empty({N, Hq * D}, q.options());
     attention_general(q, cache, l, pos, n_seq, T, Hkv, G, D, scale, taps, taps && taps->wants_attention(l), att);
-    x = x + linear(att, dl.wo, L.bo);
-    xn = rms(x, L.ffn_norm);
+    x = x + linear(att.to(dt), dl.wo, dl.bo);
+    xn = rms(x, dl.ffn_norm);
     x = x + at::matmul(at::silu(at::matmul(xn, dl.w_gate.t())) * at::matmul(xn, dl.w_up.t()), dl.w_down.t());
   }
   if (logits_mode == Logits::None) return at::Tensor();
@@ -343,9 +376,9 @@ at::Tensor Transformer::forward_aten(const at::Tensor& ids, const at::Tensor& po
   } else {
     std::vector<int64_t> flat(static_cast<size_t>(n_seq));
     for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
-    rows = x.index_select(0, at::tensor(flat, at::kLong));
+    rows = x.index_select(0, at::tensor(flat, at::kLong).to(dn.device));
   }
-  at::Tensor out = at::matmul(rms(rows, W.out_norm), dn.output.t()).contiguous();
+  at::Tensor out = at::matmul(rms(rows, dn.out_norm), dn.output.t()).to(at::kCPU, at::kFloat).contiguous();
   return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
 }
 

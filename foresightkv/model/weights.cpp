@@ -4,6 +4,7 @@
 #include "foresightkv/model/weights.h"
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -321,7 +322,46 @@ std::string resolve_model_path(const std::string& p) {
                  "or a registered name from configs/models", p);
 }
 
+LoadOptions resolve_load_options(LoadOptions opt) {
+  FKV_CHECK_ARG(opt.activations == "f32" || opt.activations == "q8",
+                "unknown activation format '{}'; expected f32 or q8", opt.activations);
+  FKV_CHECK_ARG(opt.backend == "native" || opt.backend == "aten" || opt.backend == "auto",
+                "unknown backend '{}'; expected native, aten or auto", opt.backend);
+  FKV_CHECK_ARG(opt.dtype == "f32" || opt.dtype == "bf16" || opt.dtype == "auto",
+                "unknown compute dtype '{}'; expected f32, bf16 or auto", opt.dtype);
+  const bool cuda = opt.device == "cuda" || opt.device.rfind("cuda:", 0) == 0;
+  FKV_CHECK_ARG(cuda || opt.device == "cpu", "unknown device '{}'; expected cpu, cuda or cuda:N", opt.device);
+  if (cuda) {
+    int64_t index = 0;
+    if (opt.device.size() > 5) {
+      const std::string n = opt.device.substr(5);
+      FKV_CHECK_ARG(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos,
+                    "device '{}': expected cuda:N with a device index N", opt.device);
+      index = std::stoll(n);
+    }
+    FKV_CHECK_ARG(at::hasCUDA(), "--device {}: no CUDA device is visible to this process (no NVIDIA GPU, driver or "
+                  "CUDA_VISIBLE_DEVICES lets none through); run on a GPU machine or use --device cpu", opt.device);
+    const int64_t n_dev = at::detail::getCUDAHooks().deviceCount();
+    FKV_CHECK_ARG(index < n_dev, "--device {}: this process sees {} CUDA device(s) (indices 0..{})", opt.device, n_dev,
+                  n_dev - 1);
+    opt.device = "cuda:" + std::to_string(index);
+    FKV_CHECK_ARG(opt.backend != "native", "--backend native is the hand-written CPU kernels; --device {} runs "
+                  "--backend aten (or leave --backend at auto)", opt.device);
+    opt.backend = "aten";
+    if (opt.dtype == "auto") opt.dtype = "bf16";
+  } else {
+    if (opt.backend == "auto") opt.backend = "native";
+    if (opt.dtype == "auto") opt.dtype = "f32";
+  }
+  FKV_CHECK_ARG(opt.backend == "aten" || opt.dtype == "f32", "--dtype {} is the aten backend's compute dtype; the "
+                "native kernels compute in fp32 (use --backend aten, or --weights bf16 to store bf16 weights)", opt.dtype);
+  FKV_CHECK_ARG(opt.backend == "native" || opt.activations == "f32", "--activations q8 is a native-kernel option; "
+                "the aten backend computes in {}", opt.dtype);
+  return opt;
+}
+
 std::shared_ptr<Weights> load_weights(const std::string& path_or_name, const LoadOptions& opt) {
+  const LoadOptions r = resolve_load_options(opt);  // fail on a bad device/backend before mapping the file
   const std::string path = resolve_model_path(path_or_name);
   std::shared_ptr<Weights> w;
   if (is_directory(path)) {
@@ -339,14 +379,10 @@ std::shared_ptr<Weights> load_weights(const std::string& path_or_name, const Loa
     w = load_gguf(path);
   }
   w->source_path = path;
-  FKV_CHECK_ARG(opt.activations == "f32" || opt.activations == "q8",
-                "unknown activation format '{}'; expected f32 or q8", opt.activations);
   w->act_q8 = opt.activations == "q8";
-  FKV_CHECK_ARG(opt.backend == "native" || opt.backend == "aten", "unknown backend '{}'; expected native or aten",
-                opt.backend);
-  FKV_CHECK_ARG(opt.backend == "native" || !w->act_q8, "the aten backend computes in fp32: --activations q8 is a "
-                "native-kernel option");
-  w->backend = opt.backend;
+  w->backend = r.backend;
+  w->device = r.device;
+  w->dtype = r.dtype;
   if (opt.weight_format != "native") {
     GgmlType target;
     if (opt.weight_format == "f32") target = GgmlType::F32;

@@ -25,7 +25,18 @@ struct LoadOptions {
   /// fp32 weights (dequantized at load), the device-neutral path the CUDA build runs; on the CPU it is the
   /// readable specification the native kernels are checked against.
   std::string backend = "native";
+  /// "cpu" | "cuda" | "cuda:N". CUDA runs the aten backend with the dense weights, activations and the KV cache on
+  /// the GPU (projections through cuBLAS); loading fails with a clear message when no GPU is visible.
+  std::string device = "cpu";
+  /// Compute dtype of the aten backend: "f32" | "bf16" | "auto" (f32 on the CPU, bf16 on CUDA, as the official
+  /// code runs). bf16 follows HF's bf16 semantics: RMSNorm and softmax in fp32, products bf16 in / fp32 accumulate.
+  std::string dtype = "auto";
 };
+
+/// Validate device / backend / dtype and resolve "auto": backend auto = native on the CPU, aten on CUDA; dtype auto =
+/// f32 on the CPU, bf16 on CUDA. Throws InvalidArgument saying how to fix a bad combination (native on CUDA, q8 with
+/// aten, bf16 with native) or a CUDA device this process cannot see.
+LoadOptions resolve_load_options(LoadOptions opt);
 
 /// A [out, in] matrix: a view, plus the storage that owns it when it is not the mapped file.
 struct Matrix {
@@ -53,7 +64,9 @@ struct Weights {
   std::string source_path;           // file or directory loaded
   std::string format;                // "gguf" | "safetensors"
   bool act_q8 = false;               // LoadOptions::activations == "q8"
-  std::string backend = "native";    // LoadOptions::backend
+  std::string backend = "native";    // LoadOptions::backend (resolved)
+  std::string device = "cpu";        // LoadOptions::device (resolved: "cpu", "cuda:0", ...)
+  std::string dtype = "f32";         // LoadOptions::dtype (resolved; the aten backend's compute dtype)
   std::shared_ptr<void> file_owner;  // the mapped file(s)
 
   int64_t n_params() const;

@@ -36,7 +36,8 @@ int64_t current_rss_bytes() {
 at::ScalarType parse_kv_dtype(const std::string& s) {
   if (s == "f32") return at::kFloat;
   if (s == "f16") return at::kHalf;
-  FKV_THROW_KIND(1, "unknown KV cache dtype '{}'; expected f32 or f16", s);
+  if (s == "bf16") return at::kBFloat16;  // the aten backend only (make_cache refuses it for native)
+  FKV_THROW_KIND(1, "unknown KV cache dtype '{}'; expected f32, f16 or bf16", s);
 }
 
 json run_bench(const model::Transformer& m, const BenchOptions& opt) {

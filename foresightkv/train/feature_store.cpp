@@ -105,6 +105,12 @@ json manifest_for(const ExtractOptions& o, const model::Transformer& m, const Ro
   if (ro)
     j["rollout"] = {{"judge_sha256", ro->judge_sha256}, {"sampled", ro->sampled}, {"seed", ro->seed},
                     {"bf16_probs", ro->bf16_probs}};
+  // features computed by another forward than the native CPU kernels (aten, a GPU, bf16) round differently: the
+  // store says so, refuses to mix, and its data hash includes it (absent for the native CPU default)
+  const auto& w = m.weights();
+  if (w.backend != "native" || w.device != "cpu" || w.dtype != "f32")
+    j["compute"] = {{"backend", w.backend}, {"device", w.device.rfind("cuda", 0) == 0 ? "cuda" : w.device},
+                    {"dtype", w.dtype}};
   return j;
 }
 
@@ -132,6 +138,10 @@ ExtractReport extract_features(const model::Transformer& m, const trace::TraceSe
                   "another store directory or delete it",
                   dir, have.value("trajectory", std::string("golden")), have.value("rollout", json()).dump(),
                   want["trajectory"].get<std::string>(), want.value("rollout", json()).dump());
+    FKV_CHECK_ARG(have.value("compute", json()) == want.value("compute", json()),
+                  "feature store {} was extracted with another forward ({}) than this run's ({}); use another store "
+                  "directory or delete it",
+                  dir, have.value("compute", json()).dump(), want.value("compute", json()).dump());
     const std::string have_sha = have.value("model", json::object()).value("sha256", "");
     FKV_CHECK_ARG(have_sha == o.model_sha256,
                   "feature store {} was extracted with another model (sha256 {}); use another store directory", dir,
@@ -321,6 +331,7 @@ StoredTrace FeatureStore::load(int64_t i) const {
 std::string FeatureStore::data_hash() const {
   json j = {{"model", manifest_.at("model").value("sha256", "")}, {"budget", budget_}, {"window", window_},
             {"variant", manifest_.value("variant", "")}, {"traces", manifest_.at("traces")}};
+  if (manifest_.contains("compute")) j["compute"] = manifest_["compute"];
   const std::string s = j.dump();
   return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }

@@ -34,7 +34,8 @@ const std::vector<std::string>& GrpoConfig::keys() {
   static const std::vector<std::string> k = {
       "model", "traces", "init", "budget", "window", "variant", "steps", "sequences_per_step", "group_size",
       "rollout_rows", "lr", "beta1", "beta2", "eps", "warmup", "clip_eps", "kl_beta", "kl_steps", "grad_clip",
-      "reward", "eta", "high_entropy_frac", "logprob", "seed", "checkpoint_every", "log_every", "limit", "threads"};
+      "reward", "eta", "high_entropy_frac", "logprob", "seed", "checkpoint_every", "log_every", "limit", "threads",
+      "device"};
   return k;
 }
 
@@ -45,7 +46,8 @@ json GrpoConfig::to_json() const {
               {"beta2", beta2}, {"eps", eps}, {"warmup", warmup}, {"clip_eps", clip_eps}, {"kl_beta", kl_beta},
               {"kl_steps", kl_steps}, {"grad_clip", grad_clip}, {"reward", reward}, {"eta", eta},
               {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"seed", seed},
-              {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit}, {"threads", threads}};
+              {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit}, {"threads", threads},
+              {"device", device}};
 }
 
 GrpoConfig GrpoConfig::from_json(const json& j) {
@@ -63,7 +65,7 @@ GrpoConfig GrpoConfig::from_json(const json& j) {
     d("high_entropy_frac", c.high_entropy_frac); s("logprob", c.logprob);
     if (j.contains("seed")) c.seed = j.at("seed").get<uint64_t>();
     i("checkpoint_every", c.checkpoint_every); i("log_every", c.log_every); i("limit", c.limit);
-    i("threads", c.threads);
+    i("threads", c.threads); s("device", c.device);
   } catch (const json::exception& e) {
     throw InvalidArgument(fmt::format("grpo config: wrong value type ({})", e.what()));
   }
@@ -427,6 +429,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
                 cfg.group_size, world, cfg.rollout_rows, std::max<int64_t>(1, cfg.group_size / world));
   FKV_CHECK_ARG(!cfg.model.empty() && !cfg.traces.empty() && !cfg.init.empty(),
                 "grpo: config needs 'model', 'traces' and 'init' (the SFT judge) (or --model, --traces, --init)");
+  load_options(cfg.device);  // an unusable --device fails here, before anything is written
   GrpoResult res;
   const std::string ckpt = out + "/checkpoint.safetensors", log_path = out + "/log.jsonl";
   if (lead) {
@@ -438,7 +441,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   }
   const std::string model_path = model::resolve_model_path(cfg.model);
   const std::string model_sha = harness::model_sha256(model_path);
-  auto model = model::Transformer::load(model_path);
+  auto model = model::Transformer::load(model_path, load_options(cfg.device));
   const auto& mc = model->config();
 
   // reference (frozen SFT judge) and the policy
@@ -488,7 +491,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
     j = judge::Judge::load(ckpt);
     const json& cm = j.meta();
     json a = cm.value("training", json::object()), b = train_cfg;
-    for (const char* k : {"checkpoint_every", "log_every", "threads"}) {
+    for (const char* k : {"checkpoint_every", "log_every", "threads", "device"}) {
       a.erase(k);
       b.erase(k);
     }

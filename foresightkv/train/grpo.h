@@ -56,6 +56,7 @@ struct GrpoConfig {
   int64_t checkpoint_every = 20, log_every = 1;
   int64_t limit = 0;  // first N traces (0 = all)
   int64_t threads = 2;
+  std::string device = "cpu";  // cpu | cuda | cuda:N: where the frozen LLM runs the rollouts (SftConfig::device)
 
   json to_json() const;
   static GrpoConfig from_json(const json& j);  // strict keys

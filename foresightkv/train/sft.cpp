@@ -31,7 +31,7 @@ const std::vector<std::string>& SftConfig::keys() {
   static const std::vector<std::string> k = {
       "model", "traces", "eval_traces", "store", "eval_store", "budget", "window", "variant", "steps", "batch",
       "warmup", "lr", "beta1", "beta2", "eps", "clip", "margin", "hidden", "init_std", "seed", "checkpoint_every",
-      "eval_every", "log_every", "limit", "eval_limit", "threads", "extract_batch", "trajectory", "rounds",
+      "eval_every", "log_every", "limit", "eval_limit", "threads", "device", "extract_batch", "trajectory", "rounds",
       "round_steps", "round_limit", "round_policy"};
   return k;
 }
@@ -43,6 +43,7 @@ json SftConfig::to_json() const {
               {"eps", eps}, {"clip", clip}, {"margin", margin}, {"hidden", hidden}, {"init_std", init_std},
               {"seed", seed}, {"checkpoint_every", checkpoint_every}, {"eval_every", eval_every},
               {"log_every", log_every}, {"limit", limit}, {"eval_limit", eval_limit}, {"threads", threads},
+              {"device", device},
               {"extract_batch", extract_batch}, {"trajectory", trajectory}, {"rounds", rounds},
               {"round_steps", round_steps}, {"round_limit", round_limit}, {"round_policy", round_policy}};
 }
@@ -61,7 +62,8 @@ SftConfig SftConfig::from_json(const json& j) {
     d("init_std", c.init_std);
     if (j.contains("seed")) c.seed = j.at("seed").get<uint64_t>();
     i("checkpoint_every", c.checkpoint_every); i("eval_every", c.eval_every); i("log_every", c.log_every);
-    i("limit", c.limit); i("eval_limit", c.eval_limit); i("threads", c.threads); i("extract_batch", c.extract_batch);
+    i("limit", c.limit); i("eval_limit", c.eval_limit); i("threads", c.threads); s("device", c.device);
+    i("extract_batch", c.extract_batch);
     s("trajectory", c.trajectory); i("rounds", c.rounds); i("round_steps", c.round_steps);
     i("round_limit", c.round_limit); s("round_policy", c.round_policy);
   } catch (const json::exception& e) {
@@ -185,6 +187,13 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
 }
 
 // ---- shared training utilities ------------------------------------------------------------------------------------
+
+model::LoadOptions load_options(const std::string& device) {
+  model::LoadOptions lo;
+  lo.backend = "auto";
+  lo.device = device;
+  return model::resolve_load_options(lo);
+}
 
 void check_config_keys(const json& j, const std::vector<std::string>& keys, const char* what) {
   FKV_CHECK_ARG(j.is_object(), "{} must be a JSON object", what);
@@ -316,6 +325,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   at::set_num_threads(static_cast<int>(cfg.threads));
   const double t_start = now_seconds();
   SftResult res;
+  load_options(cfg.device);  // an unusable --device fails here, before anything is written
   fs::create_directories(out);
   const std::string ckpt = out + "/checkpoint.safetensors", log_path = out + "/log.jsonl";
   FKV_CHECK_ARG(resume || !file_exists(ckpt),
@@ -336,7 +346,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     FKV_CHECK_ARG(have.empty() || have == model_sha,
                   "{} was labelled with another model (sha256 {}); the run's model {} has {}", traces,
                   have.substr(0, 12), model_path, model_sha.substr(0, 12));
-    if (!model) model = model::Transformer::load(model_path);
+    if (!model) model = model::Transformer::load(model_path, load_options(cfg.device));
     ExtractOptions eo;
     eo.budget = cfg.budget;
     eo.window = cfg.window;
@@ -381,7 +391,8 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     j = judge::Judge::load(ckpt);
     const json& cm = j.meta();
     json a = cm.value("training", json::object()), b = train_cfg;
-    for (const char* k : {"checkpoint_every", "eval_every", "log_every", "threads", "extract_batch", "store", "eval_store"}) {
+    for (const char* k : {"checkpoint_every", "eval_every", "log_every", "threads", "device", "extract_batch", "store",
+                          "eval_store"}) {
       a.erase(k);
       b.erase(k);
     }
@@ -431,7 +442,7 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     }
     auto rj = std::make_shared<const judge::Judge>(judge::Judge::load(jpath));
     if (!train_set) train_set = std::make_unique<trace::TraceSet>(trace::read_trace_set(cfg.traces));
-    if (!model) model = model::Transformer::load(model_path);
+    if (!model) model = model::Transformer::load(model_path, load_options(cfg.device));
     RolloutOptions ro;
     ro.judge = rj;
     ro.judge_sha256 = harness::model_sha256(jpath);

@@ -15,6 +15,7 @@
 
 #include "foresightkv/core/json.h"
 #include "foresightkv/judge/judge.h"
+#include "foresightkv/model/weights.h"
 
 namespace fkv::train {
 
@@ -33,6 +34,8 @@ struct SftConfig {
   int64_t checkpoint_every = 200, eval_every = 0, log_every = 1;
   int64_t limit = 0, eval_limit = 0;  // traces used (0 = all)
   int64_t threads = 2, extract_batch = 4;
+  std::string device = "cpu";  // cpu | cuda | cuda:N: where the frozen LLM runs (extraction, rollouts); not part of
+                               // the resume check, like threads
   // On-policy rounds (beyond the paper, docs/training.md): after the first `steps` updates on the golden trajectory,
   // `rounds` times: roll the current judge out on the first `round_limit` training traces (0 = all; `round_policy`
   // sampled = foresightkv, topk = foresightkv_topk), label the states it reaches with the oracle, and train
@@ -78,6 +81,9 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip);
 /// Strict config keys: throws InvalidArgument naming the first key of `j` (an object) not in `keys`, with the list
 /// of valid ones (`what` = "sft config", ...).
 void check_config_keys(const json& j, const std::vector<std::string>& keys, const char* what);
+/// Load options for the frozen LLM of a training run: `device` (cpu | cuda | cuda:N), everything else auto
+/// (native kernels on the CPU; aten + bf16 on CUDA). Resolved: throws when the device is not usable.
+model::LoadOptions load_options(const std::string& device);
 
 /// Data order shared by the trainers: epoch e is a Fisher-Yates permutation of [0, n) seeded by (seed, e); item g
 /// is entry g % n of epoch g / n. A pure function of (seed, g): resuming needs no RNG state.

@@ -49,3 +49,12 @@ def run_script_tests(name, tests):
                 traceback.print_exc()
     print(f"{name}: {ok}/{len(tests)} passed")
     return 0 if ok == len(tests) else 1
+
+
+def cuda_available():
+    """Whether this process sees a CUDA GPU (the --device cuda tests expect an error without one)."""
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no torch / no driver: no GPU for this process either
+        return False

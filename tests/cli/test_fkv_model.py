@@ -9,7 +9,7 @@ import json, os, shutil, sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clitest import run, run_all  # noqa: E402
+from clitest import cuda_available, run, run_all  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "tests", "data", "tiny_models")
@@ -65,7 +65,7 @@ def logits_aten_backend_match_golden(bin_, tmp):
             assert d <= 1e-3, f"aten {name} chunk {chunk}: max |dlogit| {d}"
     out = os.path.join(tmp, "bad_backend.npy")
     expect_failure(bin_, ["logits", "--model", os.path.join(TINY, "llama_g1"), "--ids", "1,2", "--backend", "tpu",
-                          "--out", out], "native or aten", out)
+                          "--out", out], "native, aten or auto", out)
     if os.path.exists(SMOL):  # SmolLM2: aten vs native (both vs HF in the C++ real-model tests)
         ids = "1,9690,198,2683,359,253,5356,5646,11173,3365,3511,308,34519,28,7018,411,407,19712,8182,2,198"
         got = []
@@ -75,6 +75,33 @@ def logits_aten_backend_match_golden(bin_, tmp):
             assert r.returncode == 0, r.stderr
             got.append(np.load(out))
         assert float(np.abs(got[0] - got[1]).max()) <= 2e-2 and (got[0].argmax(-1) == got[1].argmax(-1)).all()
+
+
+def device_option(bin_, tmp):
+    # --device cpu is the default (same logits); --dtype bf16 runs the CUDA compute dtype on the CPU (close to
+    # HF fp32, not equal); --device cuda without a GPU exits 1 with a message that says so, writing nothing.
+    name = "qwen2_g2_bias"
+    ids, want = golden(name)
+    model = os.path.join(TINY, name)
+    a, b = os.path.join(tmp, "dev_default.npy"), os.path.join(tmp, "dev_cpu.npy")
+    assert run(bin_, "logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", a).returncode == 0
+    r = run(bin_, "logits", "--model", model, "--ids", ",".join(map(str, ids)), "--device", "cpu", "--out", b)
+    assert r.returncode == 0, r.stderr
+    assert (np.load(a) == np.load(b)).all()
+    c = os.path.join(tmp, "dev_bf16.npy")
+    r = run(bin_, "logits", "--model", model, "--ids", ",".join(map(str, ids)), "--backend", "aten", "--dtype", "bf16",
+            "--out", c)
+    assert r.returncode == 0, r.stderr
+    d = float(np.abs(np.load(c) - want).max())
+    assert 0 < d <= 0.05 * float(np.abs(want).max()) + 0.02, f"bf16 vs HF fp32: {d}"
+    out = os.path.join(tmp, "dev_cuda.npy")
+    if not cuda_available():
+        expect_failure(bin_, ["logits", "--model", model, "--ids", "1,2", "--device", "cuda", "--out", out],
+                       "no CUDA device is visible", out)
+    expect_failure(bin_, ["logits", "--model", model, "--ids", "1,2", "--device", "cpu", "--dtype", "bf16",
+                          "--out", out], "native kernels compute in fp32", out)
+    expect_failure(bin_, ["logits", "--model", model, "--ids", "1,2", "--device", "gpu", "--out", out],
+                   "expected cpu, cuda or cuda:N", out)
 
 
 def smollm2_logits_chunk_independent(bin_, tmp):
@@ -247,7 +274,7 @@ def subcommand_dispatch(bin_, tmp):
 
 def main():
     return run_all([subcommand_dispatch, info_json_contract, logits_match_golden_for_every_chunking,
-                    logits_aten_backend_match_golden, smollm2_logits_chunk_independent,
+                    logits_aten_backend_match_golden, device_option, smollm2_logits_chunk_independent,
                    bench_json_contract, bench_kernels_json_contract, bad_input_gives_clear_errors, tokenize_detokenize_jsonl_contract,
                    generate_json_contract])
 

@@ -12,7 +12,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clitest import run, run_all  # noqa: E402
+from clitest import cuda_available, run, run_all  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "tests", "data", "tiny_models", "llama_g3_tied_oldrope", "model.gguf")
@@ -102,6 +102,16 @@ def test_resume_and_errors(bin_, tmp):
     assert r.returncode == 1 and "multiple" in r.stderr, r.stderr
     r = sft(bin_, tmp, os.path.join(tmp, "missing.safetensors"), os.path.join(tmp, "z"))
     assert r.returncode == 1 and not os.path.exists(os.path.join(tmp, "z", "final.safetensors")), r.stderr
+    # --device cuda (config key `device`) on a machine without a GPU: a clear error, no judge written; the same
+    # option on fkv-eval
+    if not cuda_available():
+        r = sft(bin_, tmp, traces, os.path.join(tmp, "dev"), "--device", "cuda")
+        assert r.returncode == 1 and "no CUDA device is visible" in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(tmp, "dev", "final.safetensors"))
+        r = run(sibling(bin_, "fkv-eval"), "fidelity", "--model", TINY, "--traces", traces, "--policies", "full",
+                "--budgets", "16", "--window", "8", "--device", "cuda", "--output", os.path.join(tmp, "f.json"))
+        assert r.returncode == 1 and "no CUDA device is visible" in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(tmp, "f.json"))
     # the learned policy without a judge: says how to train one
     r = run(sibling(bin_, "fkv-eval"), "fidelity", "--model", TINY, "--traces", traces, "--policies", "foresightkv",
             "--budgets", "16", "--window", "8")

@@ -61,6 +61,35 @@ def rows_are_exact(tmp):
     assert r.stdout.splitlines() == want, r.stdout
 
 
+def stats_are_exact(tmp):
+    # 3 problems x 2 samples. full: per-problem accuracy 1, 0.5, 0; h2o: 0.5 everywhere; lengths 10..60
+    # (p90 by nearest rank: 60), peak KV 2 MiB, eviction 1 s per 1 + 3 s of prefill + decode (a 25 % share)
+    def r(p, s, ok, policy, budget, length):
+        return json.dumps({"problem_index": p, "sample_index": s, "policy": policy, "budget": budget, "correct": ok,
+                           "strict_correct": ok, "extracted": "1", "finish_reason": "eos", "eviction_events": 0,
+                           "length": length, "peak_kv_bytes": 2 * 2**20, "prefill_seconds": 1.0,
+                           "decode_seconds": 3.0, "eviction_seconds": 1.0 if policy != "full" else 0.0})
+    full = [r(p, s, [[1, 1], [1, 0], [0, 0]][p][s] == 1, "full", 0, 10 * (2 * p + s + 1))
+            for p in range(3) for s in range(2)]
+    h2o = [r(p, s, s == 0, "h2o", 64, 10 * (2 * p + s + 1)) for p in range(3) for s in range(2)]
+    for name, lines in (("full", full), ("h2o", h2o)):
+        with open(os.path.join(tmp, name + ".jsonl"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    res = run("--samples", "2", "--stats", os.path.join(tmp, "full.jsonl"), os.path.join(tmp, "h2o.jsonl"))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    i = lines.index("| run | avg@2 (95 % CI) | paired diff vs full (95 % CI) | mean len | p90 len | peak KV MiB | "
+                    "eviction share |")
+    full_row = [c.strip() for c in lines[i + 2].strip("|").split("|")]
+    h2o_row = [c.strip() for c in lines[i + 3].strip("|").split("|")]
+    assert full_row[0] == "full" and full_row[1].startswith("0.500 [") and full_row[2] == "+0.000 [+0.000, +0.000]"
+    assert full_row[3:] == ["35.0", "60", "2.00", "0.0 %"], full_row
+    assert h2o_row[0] == "h2o B=64" and h2o_row[1] == "0.500 [0.500, 0.500]", h2o_row  # constant per problem
+    lo, hi = (float(x) for x in h2o_row[2].split("[")[1].rstrip("]").split(","))
+    assert h2o_row[2].startswith("+0.000") and -0.5 <= lo < 0 < hi <= 0.5, h2o_row  # diffs -0.5, 0, +0.5
+    assert h2o_row[6] == "25.0 %", h2o_row
+
+
 def nothing_complete_is_error(tmp):
     with open(os.path.join(tmp, "a.jsonl"), "w") as f:
         f.write(rec(0, 0, True) + "\n")
@@ -71,7 +100,7 @@ def nothing_complete_is_error(tmp):
 
 
 def main():
-    return run_script_tests("test_grid_blocks", [rows_are_exact, nothing_complete_is_error])
+    return run_script_tests("test_grid_blocks", [rows_are_exact, stats_are_exact, nothing_complete_is_error])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 // fp32 from identical weight values, so only summation order differs (observed ~1e-6; logits are O(1)).
 #include "support/catch.h"
 
+#include <ATen/ATen.h>
+
 #include "foresightkv/core/error.h"
 #include "foresightkv/golden/reference_model.h"
 #include "support/model_fixtures.h"
@@ -64,10 +66,75 @@ TEST_CASE("aten backend: full and chunked forward match HF transformers, GGUF ma
   CHECK(test::max_abs_diff(test::run_chunked(*aten, q.ids, 1 << 20), q.logits) <= 1e-3);
   model::LoadOptions bad = lo;
   bad.backend = "cuda";
-  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("native or aten"));
+  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("native, aten or auto"));
   bad.backend = "aten";
   bad.activations = "q8";
-  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("fp32"));
+  CHECK_THROWS_WITH(model::Transformer::load(q.dir + "/model.gguf", bad), Catch::Contains("native-kernel option"));
+}
+
+// The CUDA path's compute dtype, run on the CPU so CI checks it: bf16 products / fp32 norms and softmax (HF's bf16
+// semantics). Against HF's fp32 logits the error is bf16 rounding through the layers: bounded, but not zero.
+TEST_CASE("aten backend in bf16 (the CUDA compute dtype) stays close to HF fp32, full and chunked",
+          "[unit][model][golden]") {
+  model::LoadOptions lo;
+  lo.backend = "aten";
+  lo.dtype = "bf16";
+  for (const auto& name : test::bundle_names()) {
+    Bundle b = test::load_bundle(name);
+    auto m = model::Transformer::load(b.dir, lo);
+    CHECK(m->weights().dtype == "bf16");
+    const at::Tensor full = test::run_chunked(*m, b.ids, 1 << 20);
+    const double scale = b.logits.abs().max().item<double>();
+    const double d = test::max_abs_diff(full, b.logits);
+    INFO("bundle " << name << ": bf16 vs HF fp32 max |dlogit| = " << d << " (logit scale " << scale << ")");
+    CHECK(d > 0);                    // it really ran in bf16
+    CHECK(d <= 0.05 * scale + 0.02); // bf16 rounding, not a wrong formula (a RoPE/norm slip is O(scale))
+    // same positions' argmax as HF wherever HF's top-2 margin exceeds the error
+    const at::Tensor top2 = std::get<0>(b.logits.topk(2, -1));
+    const at::Tensor clear = (top2.select(-1, 0) - top2.select(-1, 1)) > 4 * d;
+    const at::Tensor agree = full.argmax(-1) == b.logits.argmax(-1);
+    CHECK((agree | clear.logical_not()).all().item<bool>());
+    // chunked decoding in bf16 equals the full forward up to bf16 rounding of different product shapes
+    const double dc = test::max_abs_diff(test::run_chunked(*m, b.ids, 3, 5), full);
+    INFO("bf16 chunked vs full: " << dc);
+    CHECK(dc <= 0.05 * scale + 0.02);
+  }
+}
+
+TEST_CASE("device, backend and dtype options resolve or fail with a clear message", "[unit][model]") {
+  model::LoadOptions lo;
+  model::LoadOptions r = model::resolve_load_options(lo);
+  CHECK((r.backend == "native" && r.device == "cpu" && r.dtype == "f32"));
+  lo.backend = "auto";
+  lo.dtype = "auto";
+  r = model::resolve_load_options(lo);
+  CHECK((r.backend == "native" && r.dtype == "f32"));
+  lo.backend = "aten";
+  CHECK(model::resolve_load_options(lo).dtype == "f32");
+  lo.dtype = "bf16";
+  CHECK(model::resolve_load_options(lo).dtype == "bf16");
+  lo.backend = "native";
+  CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("native kernels compute in fp32"));
+  lo = {};
+  lo.device = "tpu";
+  CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("expected cpu, cuda or cuda:N"));
+  lo.device = "cuda:x";
+  CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("device index"));
+  lo.device = "cuda";
+  lo.backend = "auto";
+  if (!at::hasCUDA()) {
+    // the CPU machines CI runs on: a clear error, before any file is read
+    CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("no CUDA device is visible"));
+    CHECK_THROWS_WITH(model::Transformer::load("/nonexistent/model.gguf", lo), Catch::Contains("no CUDA device"));
+  } else {
+    r = model::resolve_load_options(lo);
+    CHECK((r.backend == "aten" && r.dtype == "bf16" && r.device == "cuda:0"));
+    lo.backend = "native";
+    CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("--backend aten"));
+    lo.backend = "auto";
+    lo.device = "cuda:4096";
+    CHECK_THROWS_WITH(model::resolve_load_options(lo), Catch::Contains("CUDA device(s)"));
+  }
 }
 
 TEST_CASE("tiny llama GGUF (permuted Q/K, F32) matches the HF safetensors model", "[unit][model][golden]") {
