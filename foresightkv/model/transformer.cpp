@@ -61,6 +61,17 @@ void apply_rope(float* x, const float* cs, const float* sn, int64_t N, int64_t H
 /// Attention of a chunk's queries q [N = n_seq*T, Hq*D] over the live cache entries of layer l (after the chunk's
 /// append) whose position is <= the query's: masked softmax over max_length slots in ATen, the probabilities
 /// handed to taps when asked; writes att [N, Hq*D]. The general path of both backends.
+// The hidden rows whose logits are asked for: every row (All), each sequence's last chunk row, or row last_index[s]
+// of sequence s (prompts of a padded chunk ending at different rows); x [n_seq * T, hidden], contiguous result.
+at::Tensor logit_rows(const at::Tensor& x, Logits mode, int64_t n_seq, int64_t T,
+                      const std::vector<int64_t>& last_index) {
+  if (mode == Logits::All) return x;
+  if (last_index.empty()) return x.view({n_seq, T, x.size(1)}).select(1, T - 1).contiguous();
+  std::vector<int64_t> flat(static_cast<size_t>(n_seq));
+  for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
+  return x.index_select(0, at::tensor(flat, at::kLong).to(x.device()));
+}
+
 void attention_general(const at::Tensor& q, const cache::KvCache& cache, int64_t l, const at::Tensor& pos,
                        int64_t n_seq, int64_t T, int64_t Hkv, int64_t G, int64_t D, float scale, ForwardTaps* taps,
                        bool want_probs, at::Tensor& att) {
@@ -292,16 +303,7 @@ at::Tensor Transformer::forward(const at::Tensor& ids_in, const at::Tensor& pos_
   }
 
   if (logits_mode == Logits::None) return at::Tensor();
-  at::Tensor rows;
-  if (logits_mode == Logits::All) {
-    rows = x;
-  } else if (last_index.empty()) {
-    rows = x.view({n_seq, T, H}).select(1, T - 1).contiguous();
-  } else {
-    std::vector<int64_t> flat(static_cast<size_t>(n_seq));
-    for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
-    rows = x.index_select(0, at::tensor(flat, at::kLong));
-  }
+  const at::Tensor rows = logit_rows(x, logits_mode, n_seq, T, last_index);
   const int64_t R = rows.size(0);
   at::Tensor hn = at::empty({R, H}, f32);
   rms_norm(rows.data_ptr<float>(), W.out_norm.data_ptr<float>(), hn.data_ptr<float>(), R, H, eps);
@@ -368,16 +370,7 @@ at::Tensor Transformer::forward_aten(const at::Tensor& ids_cpu, const at::Tensor
     x = x + at::matmul(at::silu(at::matmul(xn, dl.w_gate.t())) * at::matmul(xn, dl.w_up.t()), dl.w_down.t());
   }
   if (logits_mode == Logits::None) return at::Tensor();
-  at::Tensor rows;
-  if (logits_mode == Logits::All) {
-    rows = x;
-  } else if (last_index.empty()) {
-    rows = x.view({n_seq, T, c.hidden}).select(1, T - 1);
-  } else {
-    std::vector<int64_t> flat(static_cast<size_t>(n_seq));
-    for (int64_t s = 0; s < n_seq; ++s) flat[static_cast<size_t>(s)] = s * T + last_index[static_cast<size_t>(s)];
-    rows = x.index_select(0, at::tensor(flat, at::kLong).to(dn.device));
-  }
+  const at::Tensor rows = logit_rows(x, logits_mode, n_seq, T, last_index);
   at::Tensor out = at::matmul(rms(rows, dn.out_norm), dn.output.t()).to(at::kCPU, at::kFloat).contiguous();
   return logits_mode == Logits::All ? out.view({n_seq, T, c.n_vocab}) : out;
 }

@@ -340,13 +340,8 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
   const std::string store_dir = cfg.store.empty() ? out + "/store" : cfg.store;
   const std::string eval_dir = cfg.eval_store.empty() ? out + "/eval_store" : cfg.eval_store;
   std::unique_ptr<model::Transformer> model;
-  auto extract = [&](const std::string& traces, const std::string& dir, int64_t limit) {
-    trace::TraceSet set = trace::read_trace_set(traces);
-    const std::string have = set.header.value("model", json::object()).value("sha256", std::string());
-    FKV_CHECK_ARG(have.empty() || have == model_sha,
-                  "{} was labelled with another model (sha256 {}); the run's model {} has {}", traces,
-                  have.substr(0, 12), model_path, model_sha.substr(0, 12));
-    if (!model) model = model::Transformer::load(model_path, load_options(cfg.device));
+  // the store options of this run for a trace file (golden stores and on-policy rounds alike)
+  auto extract_options = [&](const std::string& traces, int64_t limit) {
     ExtractOptions eo;
     eo.budget = cfg.budget;
     eo.window = cfg.window;
@@ -356,7 +351,16 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     eo.model_path = model_path;
     eo.model_sha256 = model_sha;
     eo.traces_path = traces;
-    ExtractReport r = extract_features(*model, set, eo, dir);
+    return eo;
+  };
+  auto extract = [&](const std::string& traces, const std::string& dir, int64_t limit) {
+    trace::TraceSet set = trace::read_trace_set(traces);
+    const std::string have = set.header.value("model", json::object()).value("sha256", std::string());
+    FKV_CHECK_ARG(have.empty() || have == model_sha,
+                  "{} was labelled with another model (sha256 {}); the run's model {} has {}", traces,
+                  have.substr(0, 12), model_path, model_sha.substr(0, 12));
+    if (!model) model = model::Transformer::load(model_path, load_options(cfg.device));
+    ExtractReport r = extract_features(*model, set, extract_options(traces, limit), dir);
     FKV_LOG_INFO("feature store {}: {} traces ({} extracted now, {} tokens, {:.1f} s), {} golden steps, {:.1f} MiB", dir,
                  r.traces, r.extracted_now, r.tokens_now, r.seconds, r.steps, r.bytes / 1048576.0);
     res.extract_seconds += r.seconds;
@@ -449,16 +453,8 @@ SftResult run_sft(const SftConfig& cfg, const std::string& out, bool resume, int
     ro.sampled = cfg.round_policy == "sampled";
     ro.seed = evict::splitmix64(cfg.seed + static_cast<uint64_t>(r));
     ro.bf16_probs = train_set->header.value("label", json::object()).value("bf16_probs", true);
-    ExtractOptions eo;
-    eo.budget = cfg.budget;
-    eo.window = cfg.window;
-    eo.variant = variant;
-    eo.batch = cfg.extract_batch;
-    eo.limit = cfg.round_limit > 0 ? cfg.round_limit : cfg.limit;
-    eo.model_path = model_path;
-    eo.model_sha256 = model_sha;
-    eo.traces_path = cfg.traces;
-    const ExtractReport rep = extract_features(*model, *train_set, eo, dir, &ro);
+    const int64_t limit = cfg.round_limit > 0 ? cfg.round_limit : cfg.limit;
+    const ExtractReport rep = extract_features(*model, *train_set, extract_options(cfg.traces, limit), dir, &ro);
     res.extract_seconds += rep.seconds;
     round_stores.push_back(std::make_unique<FeatureStore>(dir));
     FKV_LOG_INFO("round {}: {} on-policy traces ({} rolled out now, {:.1f} s), {} states, {:.1f} MiB", r, rep.traces,
