@@ -45,11 +45,12 @@ std::vector<int64_t> sample_without_replacement(const float* s, int64_t n, int64
 }
 
 at::Tensor choose_drops(const at::Tensor& phi_in, int64_t d, bool sampled, bool parity, uint64_t seed, uint64_t stream,
-                        int64_t layer, int64_t event) {
+                        int64_t layer, int64_t event, at::Tensor* pool_slots) {
   at::Tensor phi = phi_in.detach().to(at::kFloat).contiguous();
   const int64_t H = phi.size(0), C = phi.size(1);
   FKV_CHECK(d >= 0 && d <= C, "foresightkv: {} entries to drop from {} candidates", d, C);
   at::Tensor out = at::empty({H, d}, at::kLong);
+  if (pool_slots) *pool_slots = at::empty({H, sampled ? std::min<int64_t>(2 * d, C) : 0}, at::kLong);
   std::vector<int64_t> order(static_cast<size_t>(C));
   std::vector<float> pool_s;
   for (int64_t h = 0; h < H; ++h) {
@@ -67,6 +68,7 @@ at::Tensor choose_drops(const at::Tensor& phi_in, int64_t d, bool sampled, bool 
     }
     const int64_t pool = std::min<int64_t>(2 * d, C);  // spec §I.2 row 22: clamp the pool to the candidates
     std::partial_sort(order.begin(), order.begin() + pool, order.end(), desc);
+    if (pool_slots) std::copy(order.begin(), order.begin() + pool, (*pool_slots)[h].data_ptr<int64_t>());
     pool_s.resize(static_cast<size_t>(pool));
     for (int64_t i = 0; i < pool; ++i) pool_s[i] = parity ? round_bf16(p[order[i]]) : p[order[i]];
     std::mt19937_64 rng(evict::choice_key(seed, stream, layer, event, h));

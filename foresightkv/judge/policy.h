@@ -31,9 +31,10 @@ std::vector<int64_t> sample_without_replacement(const float* scores, int64_t n, 
 
 /// Drop sets of one event: phi [Hkv, C] (candidates), d entries to drop per head. sampled: top-min(2d, C) pool
 /// then softmax sampling without replacement (parity: scores rounded to bf16 first, as the official code's bf16
-/// softmax); otherwise the d largest (ties: the lower slot first). Returns [Hkv, d] int64 slots.
+/// softmax); otherwise the d largest (ties: the lower slot first). Returns [Hkv, d] int64 slots. pool (sampled
+/// only, optional): set to the [Hkv, min(2d, C)] int64 slots the sampler drew from, by descending phi.
 at::Tensor choose_drops(const at::Tensor& phi, int64_t d, bool sampled, bool parity, uint64_t seed, uint64_t stream,
-                        int64_t layer, int64_t event);
+                        int64_t layer, int64_t event, at::Tensor* pool = nullptr);
 
 /// Keep slots [Hkv, N - d] (ascending, the protected tail included) from drop slots [Hkv, d] of an N-entry cache.
 at::Tensor keep_from_drops(const at::Tensor& drops, int64_t n);

@@ -242,7 +242,9 @@ class RolloutPolicy final : public evict::Policy {
     c10::AutoGradMode no_grad(false);
     at::Tensor x = judge::build_features(v, C, fo_);  // [H, C, F]
     at::Tensor phi = j_.score(v.layer, x).contiguous();  // [H, C]
-    at::Tensor drops = judge::choose_drops(phi, d, /*sampled=*/true, spec_.parity, spec_.seed, v.stream, v.layer, v.event);
+    at::Tensor pool;  // the slots the sampler drew from: the top min(2d, C) by phi, ties to the lower slot
+    at::Tensor drops =
+        judge::choose_drops(phi, d, /*sampled=*/true, spec_.parity, spec_.seed, v.stream, v.layer, v.event, &pool);
     if (v.event < steps_) {
       FKV_CHECK(C == spec_.budget && d == spec_.window,
                 "grpo rollout: event {} of layer {} has {} candidates and {} drops (expected B = {}, W = {})", v.event,
@@ -257,20 +259,14 @@ class RolloutPolicy final : public evict::Policy {
       for (int64_t h = 0; h < H; ++h) table[h].index_copy_(0, p[h], x[h].narrow(1, 0, D2));
       r.drops[v.layer][v.event].copy_(drops);
       r.phi_old[v.layer][v.event].copy_(phi);
-      // the pool the sampler drew from: the top min(2d, C) by phi, ties to the lower slot (choose_drops' rule)
       const int64_t P = r.pool.size(3);
-      std::vector<int64_t> idx(static_cast<size_t>(C));
-      int64_t* pool_out = r.pool[v.layer][v.event].data_ptr<int64_t>();  // [H, P], contiguous
+      FKV_CHECK(pool.size(1) == P, "grpo rollout: a pool of {} slots (expected {})", pool.size(1), P);
+      r.pool[v.layer][v.event].copy_(pool);
       for (int64_t h = 0; h < H; ++h) {
         const float* ph = phi[h].data_ptr<float>();
-        std::iota(idx.begin(), idx.end(), int64_t{0});
-        std::partial_sort(idx.begin(), idx.begin() + P, idx.end(),
-                          [&](int64_t a, int64_t b) { return ph[a] > ph[b] || (ph[a] == ph[b] && a < b); });
+        const int64_t* idx = pool[h].data_ptr<int64_t>();
         double mx = -1e300, z = 0, ez = 0;
-        for (int64_t i = 0; i < P; ++i) {
-          pool_out[h * P + i] = idx[i];
-          mx = std::max(mx, static_cast<double>(ph[idx[i]]));
-        }
+        for (int64_t i = 0; i < P; ++i) mx = std::max(mx, static_cast<double>(ph[idx[i]]));
         for (int64_t i = 0; i < P; ++i) {
           const double a = ph[idx[i]] - mx, w = std::exp(a);
           z += w;
