@@ -58,9 +58,6 @@ void apply_rope(float* x, const float* cs, const float* sn, int64_t N, int64_t H
     }
 }
 
-/// Attention of a chunk's queries q [N = n_seq*T, Hq*D] over the live cache entries of layer l (after the chunk's
-/// append) whose position is <= the query's: masked softmax over max_length slots in ATen, the probabilities
-/// handed to taps when asked; writes att [N, Hq*D]. The general path of both backends.
 // The hidden rows whose logits are asked for: every row (All), each sequence's last chunk row, or row last_index[s]
 // of sequence s (prompts of a padded chunk ending at different rows); x [n_seq * T, hidden], contiguous result.
 at::Tensor logit_rows(const at::Tensor& x, Logits mode, int64_t n_seq, int64_t T,
@@ -72,6 +69,9 @@ at::Tensor logit_rows(const at::Tensor& x, Logits mode, int64_t n_seq, int64_t T
   return x.index_select(0, at::tensor(flat, at::kLong).to(x.device()));
 }
 
+/// Attention of a chunk's queries q [N = n_seq*T, Hq*D] over the live cache entries of layer l (after the chunk's
+/// append) whose position is <= the query's: masked softmax over max_length slots in ATen, the probabilities
+/// handed to taps when asked; writes att [N, Hq*D]. The general path of both backends.
 void attention_general(const at::Tensor& q, const cache::KvCache& cache, int64_t l, const at::Tensor& pos,
                        int64_t n_seq, int64_t T, int64_t Hkv, int64_t G, int64_t D, float scale, ForwardTaps* taps,
                        bool want_probs, at::Tensor& att) {
