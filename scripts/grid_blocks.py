@@ -12,7 +12,10 @@ count, the samples that stopped at the length cap, and the mean eviction events 
 adds a full-cache greedy run's correct count on the same problems (one sample each) below the table.
 --stats adds a second table on the same samples: avg@k with a 95 % bootstrap CI over problems, the paired
 difference to the FIRST run (bootstrap over problems, the same resamples for every run; seed 0, 2000
-resamples), mean and p90 length, mean peak KV MiB, and eviction seconds / (prefill + decode seconds).
+resamples), mean and p90 length, samples stopped at the length cap, mean peak KV MiB, and eviction seconds /
+(prefill + decode seconds); --json OUT also writes those rows as {"rows": [{"policy", "budget", "accuracy",
+"ci_low", "ci_high", "paired_diff", "paired_ci_low", "paired_ci_high", "n_problems", "samples", ...}]} (the
+"generation" input of scripts/plot_results.py; the full-cache run has budget null).
 """
 import argparse
 import json
@@ -53,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--greedy", help="full-cache greedy records (one sample per problem)")
     ap.add_argument("--stats", action="store_true", help="also print accuracy / paired-difference CIs and costs")
+    ap.add_argument("--json", help="with --stats: also write the stats rows to this JSON file (plot_results.py)")
     a = ap.parse_args(argv)
     try:
         data = [load(r) for r in a.runs]
@@ -92,7 +96,10 @@ def main(argv=None):
                                                   f"{ev:.1f}"]) + " |")
     if a.stats:
         print()
-        print_stats(names, data, problems, a.samples)
+        rows = print_stats(names, data, problems, a.samples)
+        if a.json:
+            results_archive.write_atomic(a.json, (json.dumps({"kind": "generation", "rows": rows}, indent=1) + "\n")
+                                         .encode())
     if greedy is not None:
         g = [greedy.get((p, 0)) for p in problems]
         missing = sum(1 for r in g if r is None)
@@ -119,7 +126,8 @@ def print_stats(names, data, problems, k, n_boot=2000):
         return means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]
 
     head = ["run", f"avg@{k} (95 % CI)", "paired diff vs " + names[0] + " (95 % CI)", "mean len", "p90 len",
-            "peak KV MiB", "eviction share"]
+            "length cap", "peak KV MiB", "eviction share"]
+    out = []
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, rows, acc in zip(names, data, per_run):
@@ -132,10 +140,20 @@ def print_stats(names, data, problems, k, n_boot=2000):
         busy = sum(r.get("prefill_seconds", 0) + r.get("decode_seconds", 0) for r in sel)
         share = sum(r.get("eviction_seconds", 0) for r in sel) / busy if busy > 0 else 0.0
         mean = sum(acc) / len(acc)
+        cap = sum(1 for r in sel if r.get("finish_reason") == "length")
         print("| " + " | ".join([name, f"{mean:.3f} [{lo:.3f}, {hi:.3f}]",
                                  f"{sum(diff) / len(diff):+.3f} [{dlo:+.3f}, {dhi:+.3f}]",
-                                 f"{sum(lens) / len(lens):.1f}", str(percentile(lens, 90)), f"{kv:.2f}",
+                                 f"{sum(lens) / len(lens):.1f}", str(percentile(lens, 90)), str(cap), f"{kv:.2f}",
                                  f"{100 * share:.1f} %"]) + " |")
+        first = sel[0]
+        full = first.get("policy", "full") == "full"
+        out.append({"run": name, "policy": first.get("policy", "full"), "budget": None if full else first.get("budget"),
+                    "window": None if full else first.get("window"), "variant": first.get("variant"),
+                    "accuracy": mean, "ci_low": lo, "ci_high": hi, "paired_against": names[0],
+                    "paired_diff": sum(diff) / len(diff), "paired_ci_low": dlo, "paired_ci_high": dhi,
+                    "mean_length": sum(lens) / len(lens), "p90_length": percentile(lens, 90), "length_capped": cap,
+                    "peak_kv_mib": kv, "eviction_share": share, "n_problems": len(problems), "samples": k})
+    return out
 
 
 if __name__ == "__main__":

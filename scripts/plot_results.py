@@ -16,6 +16,8 @@ Input kinds, detected per file:
               kl, clip_frac) or fkv-train sft (split train/eval/rollout: loss, acc)
               -> PREFIX_training.png: grpo: reward mean +- std and KL per step; sft: loss and ranking accuracy
                  (train, held-out eval, on-policy rollout lines); one series per file.
+  budget      with both fidelity and generation inputs, also PREFIX_budget.png: accuracy (with CIs) and the
+              first --metrics field side by side, one colour per policy in both panels (issue 27's figure).
 A row with policy "full", or with budget 0 / null / absent, is the uncompressed reference and is drawn as a
 horizontal line. Series are split by variant (and by window or source file where those differ).
 Rows of a recognised file that fit neither kind are skipped with a warning.
@@ -183,7 +185,8 @@ def budget_axis(ax, budgets):
     ax.grid(True, which="major", alpha=0.3)
 
 
-def draw_lines(ax, rows, ycol, with_ci=False):
+def draw_lines(ax, rows, ycol, with_ci=False, color_of=None):
+    """color_of: {policy: colour} to keep a policy's colour across panels (default: cycle in series order)."""
     import matplotlib.pyplot as plt
     series, refs, dims = group_series(rows)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -194,7 +197,7 @@ def draw_lines(ax, rows, ycol, with_ci=False):
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         all_budgets += xs
-        c = colors[i % len(colors)]
+        c = color_of[key[0]] if color_of and key[0] in color_of else colors[i % len(colors)]
         label = series_label(key, dims)
         if with_ci and any(num(p[2].get("ci_low")) is not None or num(p[2].get("ci_high")) is not None for p in pts):
             lo = [max(0.0, y - num(p[2].get("ci_low"))) if num(p[2].get("ci_low")) is not None else 0.0
@@ -240,13 +243,43 @@ def fig_accuracy(rows, title):
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     draw_lines(ax, rows, "accuracy", with_ci=True)
     ax.set_ylabel("accuracy")
-    accs = [num(r.get("accuracy")) for _, r in rows if num(r.get("accuracy")) is not None]
-    if accs and 0 <= min(accs) and max(accs) <= 1:
-        ax.set_ylim(-0.02, 1.02)
-    else:
+    if not accuracy_ylim(ax, rows):
         print("plot_results: accuracy values outside [0, 1] (expected fractions); y axis left automatic",
               file=sys.stderr)
     ax.set_title(title or "Accuracy vs KV budget")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_ylim(ax, rows):
+    accs = [num(r.get(k)) for _, r in rows for k in ("accuracy", "ci_high") if num(r.get(k)) is not None]
+    if accs and 0 <= min(accs) and max(accs) <= 1:
+        ax.set_ylim(-0.02, 1.02 if max(accs) > 0.5 else max(accs) * 1.15 + 0.01)
+        return True
+    return False
+
+
+def fig_budget(generation, fidelity, metric, title):
+    import matplotlib.pyplot as plt
+    policies = sorted({r.get("policy") for _, r in generation + fidelity if not is_reference(r)}, key=str)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color_of = {p: palette[i % len(palette)] for i, p in enumerate(policies)}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12.8, 4.6))
+    draw_lines(a1, generation, "accuracy", with_ci=True, color_of=color_of)
+    a1.set_ylabel("accuracy")
+    accuracy_ylim(a1, generation)
+    a1.set_title("task accuracy")
+    draw_lines(a2, fidelity, metric, color_of=color_of)
+    a2.set_ylabel(METRIC_LABELS.get(metric, metric))
+    if metric == "lm_loss_ratio":
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        a2.set_yscale("log")
+        vals = [num(r.get(metric)) for _, r in fidelity if num(r.get(metric)) is not None]
+        a2.set_yticks([t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32) if min(vals) * 0.9 <= t <= max(vals) * 1.1])
+        a2.yaxis.set_major_formatter(ScalarFormatter())
+        a2.yaxis.set_minor_formatter(NullFormatter())
+    a2.set_title("trace fidelity")
+    fig.suptitle(title or "Accuracy and fidelity vs KV budget")
     fig.tight_layout()
     return fig
 
@@ -381,6 +414,8 @@ def main(argv=None):
         figs.append(("fidelity", fig_fidelity(fidelity, metrics, a.title)))
     if generation:
         figs.append(("accuracy", fig_accuracy(generation, a.title)))
+    if fidelity and generation:
+        figs.append(("budget", fig_budget(generation, fidelity, metrics[0], a.title)))
     if retention:
         figs.append(("retention", fig_retention(retention, a.title)))
     if training:

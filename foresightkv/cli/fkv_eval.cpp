@@ -130,15 +130,11 @@ int cmd_generate(const Args& a) {
   if (a.has("judge")) c.eviction.judge = a.get("judge");
   er::GenerateEvalRun r;
   r.model = a.require("model");
-  r.weights = a.get("weights", "native");
-  r.activations = a.get("activations", "f32");
-  const fkv::model::LoadOptions lo = fkv::cli::load_options(a);
-  r.backend = lo.backend;
-  r.device = lo.device;
-  r.dtype = lo.dtype;
+  r.load = fkv::cli::load_options(a);
   r.output = a.require("output");
   r.summary = a.get("summary", "");
   r.paired_with = a.get("paired-with", "");
+  r.eviction_log = a.get("eviction-log", "");
   const fkv::json s = er::run_generate_eval(c, r);
   std::cout << s.dump(2) << "\n";
   return 0;
@@ -211,6 +207,10 @@ std::vector<Command> commands() {
         {"output", true, "per-sample JSONL (appended; an existing file of the same config is resumed)", ""},
         {"summary", true, "summary JSON (written atomically)", "OUTPUT minus .jsonl + .summary.json"},
         {"paired-with", true, "per-sample JSONL of a full-cache run with the same seed: adds the paired difference",
+         ""},
+        {"eviction-log", true,
+         "inspection JSONL: every eviction decision of each sample generated now (layer, event, newest position, "
+         "dropped original positions per KV head; scripts/flip_analysis.py reads it); no effect on the samples",
          ""},
         {"config", true, "config JSON (configs/eval/*.json, strict keys); the options below override it", ""},
         {"dataset", true, "gsm8k | aime24 | aime25 | amc23 | gpqa", "gsm8k"},

@@ -158,10 +158,7 @@ int cmd_generate(const Args& a) {
   fkv::harness::GenerateEvalRun run;
   run.model = a.require("model");
   run.output = gen_path;
-  const fkv::model::LoadOptions lo = fkv::cli::load_options(a);
-  run.backend = lo.backend;
-  run.device = lo.device;
-  run.dtype = lo.dtype;
+  run.load = fkv::cli::load_options(a);
   at::set_num_threads(static_cast<int>(a.get_int("threads", 2)));
   // step 1: generation (resumable per sample)
   const json gen_summary = fkv::harness::run_generate_eval(c, run);

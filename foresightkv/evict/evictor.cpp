@@ -195,6 +195,13 @@ void Evictor::evict_layer(cache::KvCache& kv, int64_t s, int64_t l, int64_t even
     for (int64_t i = n - cfg_.protect; i < n; ++i)
       FKV_CHECK(seen[i], "policy '{}' evicted protected slot {} (layer {}, head {}, N {}, protect {})", cfg_.policy,
                 i, l, h, n, cfg_.protect);
+  }
+  if (observer_) {
+    const at::Tensor pos = v.pos.to(at::kCPU, at::kLong).contiguous();
+    observer_(EvictionRecord{stream_[s], l, event, pos, keep});
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t* kp = keep[h].data_ptr<int64_t>();
     kv.keep_ordered(s, l, h, std::vector<int64_t>(kp, kp + B));
   }
   if (want_acc_) {

@@ -9,6 +9,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -23,6 +24,19 @@ struct EvictionStats {
   double seconds = 0;        // wall time inside eviction (statistics + policy + compaction)
   int64_t peak_entries = 0;  // max live entries of any (sequence, layer, head) seen at end_forward, before evicting
 };
+
+/// One eviction decision of one (sequence, layer), for inspection (fkv-eval generate --eviction-log): the
+/// sequence's stream (identity), the layer, the sequence's event index, the original positions of its live
+/// entries before eviction `pos` [Hkv, n] (int64, CPU) and the kept slots `keep` [Hkv, B] (int64, indices into
+/// pos's columns). Valid only during the call.
+struct EvictionRecord {
+  uint64_t stream;
+  int64_t layer;
+  int64_t event;
+  const at::Tensor& pos;
+  const at::Tensor& keep;
+};
+using EvictionObserver = std::function<void(const EvictionRecord&)>;
 
 class Evictor {
  public:
@@ -54,6 +68,10 @@ class Evictor {
   /// KvCache::copy_sequence this moves a sequence prefilled in a separate batch into a running batch.
   void import_sequence(int64_t seq, const Evictor& src, int64_t src_seq);
 
+  /// Called after every validated eviction decision, before the cache is compacted (inspection only: it does not
+  /// change what is evicted). Not moved by import_sequence: each evictor has its own.
+  void set_observer(EvictionObserver o) { observer_ = std::move(o); }
+
   const EvictionStats& stats() const { return stats_; }
   int64_t events(int64_t seq) const { return events_.at(seq); }
   /// Max live entries of any (layer, KV head) of `seq` seen at end_forward (before evicting: what a forward attended to).
@@ -66,6 +84,7 @@ class Evictor {
 
   EvictionConfig cfg_;
   std::unique_ptr<Policy> policy_;
+  EvictionObserver observer_;
   int64_t n_seq_, n_layer_, n_head_, n_head_kv_, head_dim_;
   bool want_attn_ = false, want_acc_ = false;
   // query ring per layer: [n_seq, Hq, qcap, D], positions [n_seq, qcap] (shared by the layers)

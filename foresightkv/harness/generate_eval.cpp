@@ -83,7 +83,7 @@ std::vector<std::string> dataset_stems(const std::string& ds) {
 // Defaults (weights "native", activations "f32") leave the payload as it always was, so existing outputs keep
 // their hash; any other in-memory format changes the numerics and joins it.
 json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                  const GenerateEvalRun& run) {
+                  const model::LoadOptions& lo) {
   json cfg = c.to_json();
   for (const char* k : {"data_dir", "limit", "offset", "samples", "batch", "scheduling"}) cfg.erase(k);
   // the learned policies: the judge's content, not where the file lies, decides the samples
@@ -91,17 +91,17 @@ json hash_payload(const GenerateEvalConfig& c, const std::string& model_sha, con
     cfg["eviction"]["judge"] = model_sha256(c.eviction.judge);  // a file or an HF checkpoint directory
   }
   json j{{"config", cfg}, {"model_sha256", model_sha}, {"dataset_sha256", dataset_sha}};
-  if (run.weights != "native") j["weights"] = run.weights;
-  if (run.activations != "f32") j["activations"] = run.activations;
-  if (run.backend != "native") j["backend"] = run.backend;
-  if (run.device != "cpu") j["device"] = run.device.rfind("cuda", 0) == 0 ? "cuda" : run.device;  // not the index
-  if (run.dtype != "f32") j["dtype"] = run.dtype;
+  if (lo.weight_format != "native") j["weights"] = lo.weight_format;
+  if (lo.activations != "f32") j["activations"] = lo.activations;
+  if (lo.backend != "native") j["backend"] = lo.backend;
+  if (lo.device != "cpu") j["device"] = model::device_kind(lo.device);  // not the index
+  if (lo.dtype != "f32") j["dtype"] = lo.dtype;
   return j;
 }
 
 std::string config_hash(const GenerateEvalConfig& c, const std::string& model_sha, const std::string& dataset_sha,
-                        const GenerateEvalRun& run) {
-  const std::string s = hash_payload(c, model_sha, dataset_sha, run).dump();
+                        const model::LoadOptions& lo) {
+  const std::string s = hash_payload(c, model_sha, dataset_sha, lo).dump();
   return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
@@ -124,6 +124,15 @@ double row_double(const json& r, const char* key) {
 bool row_bool(const json& r, const char* key) { return r.contains(key) && r[key].is_boolean() && r[key].get<bool>(); }
 
 json frac_or_null(double num, int64_t den) { return den > 0 ? json(num / static_cast<double>(den)) : json(nullptr); }
+
+// An append-only JSONL whose writer was killed mid-line: cut the torn last line (rewritten atomically).
+void truncate_torn_line(const std::string& path) {
+  if (!fs::exists(path)) return;
+  const std::string b = read_file(path);
+  if (b.empty() || b.back() == '\n') return;
+  const size_t cut = b.rfind('\n');
+  write_file_atomic(path, cut == std::string::npos ? std::string_view() : std::string_view(b).substr(0, cut + 1));
+}
 
 }  // namespace
 
@@ -576,6 +585,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   FKV_CHECK_ARG(!run.output.empty(), "generate: an output JSONL path is needed (--output F.jsonl)");
   judge::register_policies();
   GenerateEvalConfig c = config.resolved();
+  const model::LoadOptions lo = model::resolve_load_options(run.load);  // a GPU that is not there fails here
   const std::string model_path = resolve_model(run.model);
   const double t_hash = now_seconds();
   const std::string model_sha = model_sha256(model_path);
@@ -590,7 +600,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
                                    : static_cast<int64_t>(all.size());
   std::vector<int64_t> selection;
   for (int64_t i = c.offset; i < end; ++i) selection.push_back(i);
-  const std::string hash = config_hash(c, model_sha, ds_sha, run);
+  const std::string hash = config_hash(c, model_sha, ds_sha, lo);
   if (c.sampling.is_greedy() && c.samples > 1)
     FKV_LOG_WARN("greedy decoding with {} samples per problem: every sample of a problem is the same; pass "
                  "--temperature (the protocol: 0.6, --top-p 0.95, --top-k 20) for avg@k",
@@ -624,12 +634,6 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
 
   // ---- generate
   if (!work.empty()) {
-    model::LoadOptions lo;
-    lo.weight_format = run.weights;
-    lo.activations = run.activations;
-    lo.backend = run.backend;
-    lo.device = run.device;
-    lo.dtype = run.dtype;
     auto model = model::Transformer::load(model_path, lo);
     if (!c.eviction.judge.empty()) {
       const auto& mc = model->config();
@@ -645,6 +649,17 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
     if (!out_dir.empty()) fs::create_directories(out_dir);
     std::ofstream out(run.output, std::ios::binary | std::ios::app);
     FKV_CHECK_ARG(out.good(), "cannot open '{}' for appending", run.output);
+    // --eviction-log: decisions buffered per sample stream, written with the sample (a torn last line of a killed
+    // run is cut before appending).
+    std::ofstream elog;
+    std::map<uint64_t, ojson> elog_events;
+    if (!run.eviction_log.empty()) {
+      const fs::path d = fs::path(run.eviction_log).parent_path();
+      if (!d.empty()) fs::create_directories(d);
+      truncate_torn_line(run.eviction_log);
+      elog.open(run.eviction_log, std::ios::binary | std::ios::app);
+      FKV_CHECK_ARG(elog.good(), "cannot open --eviction-log '{}' for appending", run.eviction_log);
+    }
     FKV_LOG_INFO("generate: {} samples to go ({} problems x {} samples, policy {} budget {}), output '{}'", n_missing,
                  selection.size(), c.samples, c.eviction.policy, c.eviction.budget, run.output);
     // Per-problem prompt data, built once per problem.
@@ -724,6 +739,24 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
       out.flush();
       FKV_CHECK(out.good(), "writing '{}' failed (disk full?)", run.output);
       rows.push_back(json::parse(line));
+      if (elog.is_open()) {
+        ojson e;
+        e["problem_index"] = pi;
+        e["sample_index"] = sj;
+        e["stream"] = sample_stream(pi, sj);
+        e["policy"] = c.eviction.policy;
+        e["budget"] = c.eviction.budget;
+        e["window"] = c.eviction.window;
+        e["config_hash"] = hash;
+        e["prompt_tokens"] = static_cast<int64_t>(pr.ids.size());
+        auto it = elog_events.find(sample_stream(pi, sj));
+        e["events"] = it == elog_events.end() ? ojson::array() : std::move(it->second);
+        if (it != elog_events.end()) elog_events.erase(it);
+        const std::string el = e.dump(-1) + "\n";
+        elog.write(el.data(), static_cast<std::streamsize>(el.size()));
+        elog.flush();
+        FKV_CHECK(elog.good(), "writing '{}' failed (disk full?)", run.eviction_log);
+      }
       done_correct += g.correct;
       ++done;
     };
@@ -735,6 +768,30 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
       o.prefill_chunk = c.prefill_chunk;
       o.kv_f16 = c.kv_dtype == "f16";
       o.eviction = c.eviction;
+      if (elog.is_open())
+        o.eviction_observer = [&elog_events](const evict::EvictionRecord& r) {
+          const int64_t H = r.pos.size(0), n = r.pos.size(1);
+          ojson dropped = ojson::array();
+          for (int64_t h = 0; h < H; ++h) {
+            std::vector<char> kept(static_cast<size_t>(n), 0);
+            const int64_t* kp = r.keep[h].data_ptr<int64_t>();
+            for (int64_t i = 0; i < r.keep.size(1); ++i) kept[static_cast<size_t>(kp[i])] = 1;
+            const int64_t* pp = r.pos[h].data_ptr<int64_t>();
+            std::vector<int64_t> d;
+            for (int64_t i = 0; i < n; ++i)
+              if (!kept[static_cast<size_t>(i)]) d.push_back(pp[i]);
+            dropped.push_back(std::move(d));
+          }
+          ojson ev;
+          ev["event"] = r.event;
+          ev["layer"] = r.layer;
+          ev["at"] = r.pos.max().item<int64_t>();
+          ev["n"] = n;
+          ev["dropped"] = std::move(dropped);
+          auto& list = elog_events[r.stream];
+          if (list.is_null()) list = ojson::array();
+          list.push_back(std::move(ev));
+        };
       for (size_t k = b0; k < b1; ++k) {
         o.stream_ids.push_back(sample_stream(items[k].first, items[k].second));
         o.max_new_tokens_each.push_back(prepare(items[k].first).max_new);
@@ -785,9 +842,9 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
   json s = summarize(c, rows, selection, run.paired_with.empty() ? nullptr : &paired, run.paired_with);
   s["config"] = c.to_json();
   s["config_hash"] = hash;
-  s["model"] = json{{"path", model_path},       {"sha256", model_sha},   {"weights", run.weights},
-                    {"activations", run.activations}, {"backend", run.backend}, {"device", run.device},
-                    {"dtype", run.dtype}};
+  s["model"] = json{{"path", model_path},       {"sha256", model_sha},   {"weights", lo.weight_format},
+                    {"activations", lo.activations}, {"backend", lo.backend}, {"device", lo.device},
+                    {"dtype", lo.dtype}};
   s["dataset_file"] = ds_path;
   s["dataset_sha256"] = ds_sha;
   s["output"] = run.output;

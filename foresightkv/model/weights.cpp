@@ -360,6 +360,10 @@ LoadOptions resolve_load_options(LoadOptions opt) {
   return opt;
 }
 
+std::string device_kind(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0 ? "cuda" : device;
+}
+
 std::shared_ptr<Weights> load_weights(const std::string& path_or_name, const LoadOptions& opt) {
   const LoadOptions r = resolve_load_options(opt);  // fail on a bad device/backend before mapping the file
   const std::string path = resolve_model_path(path_or_name);

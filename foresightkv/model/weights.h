@@ -38,6 +38,10 @@ struct LoadOptions {
 /// aten, bf16 with native) or a CUDA device this process cannot see.
 LoadOptions resolve_load_options(LoadOptions opt);
 
+/// "cuda" for "cuda" / "cuda:N", else the device as given: what results and hashes record (the GPU's index does
+/// not change what it computes).
+std::string device_kind(const std::string& device);
+
 /// A [out, in] matrix: a view, plus the storage that owns it when it is not the mapped file.
 struct Matrix {
   ops::WeightView view;

@@ -109,7 +109,9 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
   const int64_t pad_id = eos.empty() || eos.front() < 0 ? 0 : eos.front();  // (a -1 "never stop" id is no token)
   judge::register_policies();  // the learned policies (foresightkv, foresightkv_topk) by name
   auto make_evictor = [&](int64_t rows) {
-    return evict::Evictor(opt.eviction, rows, cfg.n_layer, cfg.n_head_q, cfg.n_head_kv, cfg.head_dim);
+    evict::Evictor e(opt.eviction, rows, cfg.n_layer, cfg.n_head_q, cfg.n_head_kv, cfg.head_dim);
+    if (opt.eviction_observer) e.set_observer(opt.eviction_observer);
+    return e;
   };
   evict::Evictor evictor = make_evictor(n_slots);
   const int64_t full_cap = max_prompt + max_new + opt.prefill_chunk;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "foresightkv/evict/config.h"
+#include "foresightkv/evict/evictor.h"
 #include "foresightkv/model/transformer.h"
 #include "foresightkv/runtime/sampler.h"
 #include "foresightkv/text/tokenizer.h"
@@ -41,6 +42,8 @@ struct GenerateOptions {
   bool skip_special_tokens = true;        // for the returned text and the stream
   bool kv_f16 = false;                    // fp16 KV cache (half the bytes) instead of fp32
   evict::EvictionConfig eviction;         // policy "full" (default) never evicts; see evict/evictor.h
+  evict::EvictionObserver eviction_observer;  // sees every eviction decision (inspection; EvictionRecord::stream
+                                              // is the prompt's stream); changes nothing that is generated
 };
 
 struct GenerationResult {

@@ -109,7 +109,7 @@ json manifest_for(const ExtractOptions& o, const model::Transformer& m, const Ro
   // store says so, refuses to mix, and its data hash includes it (absent for the native CPU default)
   const auto& w = m.weights();
   if (w.backend != "native" || w.device != "cpu" || w.dtype != "f32")
-    j["compute"] = {{"backend", w.backend}, {"device", w.device.rfind("cuda", 0) == 0 ? "cuda" : w.device},
+    j["compute"] = {{"backend", w.backend}, {"device", model::device_kind(w.device)},
                     {"dtype", w.dtype}};
   return j;
 }

@@ -298,6 +298,46 @@ def generate_aten_backend(bin_, tmp):
     assert r.returncode != 0 and "different config" in r.stderr, r.stderr
 
 
+def generate_eviction_log(bin_, tmp):
+    # --eviction-log records every decision of each generated sample and changes nothing that is generated; the
+    # log is checked against the length trigger's semantics: per (layer, KV head) the live set before an event is
+    # every position up to "at" minus what earlier events dropped, "n" of them, and each event drops n - B.
+    if not generate_ready():
+        return
+    plain, logged, log = (os.path.join(tmp, f) for f in ("plain.jsonl", "logged.jsonl", "evict.jsonl"))
+    with open(log, "wb") as f:  # a torn line left by a killed run is cut, not extended
+        f.write(b'{"problem_index": 9, "torn')
+    r = run(bin_, *generate_args(plain, "--limit", "1"))
+    assert r.returncode == 0, r.stderr
+    r = run(bin_, *generate_args(logged, "--limit", "1", "--eviction-log", log))
+    assert r.returncode == 0, r.stderr
+    assert strip_timing(read_jsonl(plain)) == strip_timing(read_jsonl(logged)), "the log changed the samples"
+    samples = {(x["problem_index"], x["sample_index"]): x for x in read_jsonl(logged)}
+    entries = read_jsonl(log)
+    assert sorted((e["problem_index"], e["sample_index"]) for e in entries) == sorted(samples), entries
+    layers, heads, budget, window = 30, 3, 32, 8  # SmolLM2-135M: 30 layers, 3 KV heads
+    for e in entries:
+        x = samples[(e["problem_index"], e["sample_index"])]
+        assert e["stream"] == x["stream"] and e["config_hash"] == x["config_hash"], e
+        assert (e["policy"], e["budget"], e["window"], e["prompt_tokens"]) == ("streamingllm", budget, window,
+                                                                               x["prompt_tokens"])
+        assert len(e["events"]) == layers * x["eviction_events"], (len(e["events"]), x["eviction_events"])
+        total = x["prompt_tokens"] + x["length"]
+        dropped = {}
+        for ev in e["events"]:
+            assert len(ev["dropped"]) == heads
+            assert ev["at"] < total and ev["n"] >= budget + window, ev
+            for h, d in enumerate(ev["dropped"]):
+                gone = dropped.setdefault((ev["layer"], h), set())
+                live = set(range(ev["at"] + 1)) - gone
+                assert len(live) == ev["n"], (ev["layer"], h, ev["event"], len(live), ev["n"])
+                assert len(d) == ev["n"] - budget and len(set(d)) == len(d) and set(d) <= live, ev
+                gone.update(d)
+        # streamingllm keeps the 4 sinks and the newest entries: only positions between them were dropped
+        assert all(4 <= p for g in dropped.values() for p in g)
+    assert all(len(e["events"]) > 0 for e in entries)
+
+
 def generate_config_and_usage_errors(bin_, tmp):
     r = run(bin_, "generate", "--help")
     assert r.returncode == 0, r.stderr
@@ -325,7 +365,8 @@ def main():
     return run_all([fields_and_order_are_kept, summary_line, empty_input_gives_empty_output,
                    blank_lines_and_crlf_are_tolerated, dataset_and_field_options, shared_gpqa_through_the_cli,
                    malformed_input_fails_cleanly, failed_run_keeps_previous_output, help_and_usage,
-                    generate_smollm2_jsonl_summary_and_resume, generate_aten_backend, generate_config_and_usage_errors])
+                    generate_smollm2_jsonl_summary_and_resume, generate_aten_backend, generate_eviction_log,
+                    generate_config_and_usage_errors])
 
 
 if __name__ == "__main__":

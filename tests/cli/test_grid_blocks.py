@@ -75,19 +75,26 @@ def stats_are_exact(tmp):
     for name, lines in (("full", full), ("h2o", h2o)):
         with open(os.path.join(tmp, name + ".jsonl"), "w") as f:
             f.write("\n".join(lines) + "\n")
-    res = run("--samples", "2", "--stats", os.path.join(tmp, "full.jsonl"), os.path.join(tmp, "h2o.jsonl"))
+    out = os.path.join(tmp, "stats.json")
+    res = run("--samples", "2", "--stats", "--json", out, os.path.join(tmp, "full.jsonl"),
+              os.path.join(tmp, "h2o.jsonl"))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    i = lines.index("| run | avg@2 (95 % CI) | paired diff vs full (95 % CI) | mean len | p90 len | peak KV MiB | "
-                    "eviction share |")
+    i = lines.index("| run | avg@2 (95 % CI) | paired diff vs full (95 % CI) | mean len | p90 len | length cap | "
+                    "peak KV MiB | eviction share |")
     full_row = [c.strip() for c in lines[i + 2].strip("|").split("|")]
     h2o_row = [c.strip() for c in lines[i + 3].strip("|").split("|")]
     assert full_row[0] == "full" and full_row[1].startswith("0.500 [") and full_row[2] == "+0.000 [+0.000, +0.000]"
-    assert full_row[3:] == ["35.0", "60", "2.00", "0.0 %"], full_row
+    assert full_row[3:] == ["35.0", "60", "0", "2.00", "0.0 %"], full_row
     assert h2o_row[0] == "h2o B=64" and h2o_row[1] == "0.500 [0.500, 0.500]", h2o_row  # constant per problem
     lo, hi = (float(x) for x in h2o_row[2].split("[")[1].rstrip("]").split(","))
     assert h2o_row[2].startswith("+0.000") and -0.5 <= lo < 0 < hi <= 0.5, h2o_row  # diffs -0.5, 0, +0.5
-    assert h2o_row[6] == "25.0 %", h2o_row
+    assert h2o_row[7] == "25.0 %", h2o_row
+    with open(out) as f:
+        doc = json.load(f)
+    assert [(x["policy"], x["budget"], x["accuracy"], x["paired_diff"], x["length_capped"]) for x in doc["rows"]] == [
+        ("full", None, 0.5, 0.0, 0), ("h2o", 64, 0.5, 0.0, 0)], doc
+    assert doc["rows"][1]["eviction_share"] == 0.25 and doc["rows"][1]["ci_low"] == 0.5, doc
 
 
 def nothing_complete_is_error(tmp):

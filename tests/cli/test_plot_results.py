@@ -106,10 +106,10 @@ def all_kinds_and_overwrite(tmp):
     inputs = [write(tmp, "fid.json", fidelity_doc()), write(tmp, "gen.json", generation_doc()),
               write(tmp, "ret.json", retention_doc()), write(tmp, "ret2.json", retention_doc(3, 17))]
     _, paths = ok_run(tmp, inputs, "--metrics", "lm_loss_ratio,mean_delta_nll,kl,top1_agreement",
-                      expect=["fidelity", "accuracy", "retention"])
+                      expect=["fidelity", "accuracy", "budget", "retention"])
     # Second run over the existing files (same series in two files: labelled by source) replaces them in place.
     inputs.append(write(tmp, "fid_b.json", fidelity_doc()))
-    ok_run(tmp, inputs, "--title", "again", expect=["fidelity", "accuracy", "retention"])
+    ok_run(tmp, inputs, "--title", "again", expect=["fidelity", "accuracy", "budget", "retention"])
 
 
 def training_logs(tmp):

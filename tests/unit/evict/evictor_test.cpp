@@ -313,3 +313,56 @@ TEST_CASE("import_sequence: a sequence moved into another batch evicts as if it 
   REQUIRE_THROWS_AS(a.import_sequence(2, a, 0), InvalidArgument);
   REQUIRE_THROWS_AS(a.set_stream(5, 1), InvalidArgument);
 }
+
+TEST_CASE("observer: every decision, before compaction, with the positions the cache then drops",
+          "[unit][evict]") {
+  // A score-order policy (Spy) on two sequences with their own streams: the observer sees, per (sequence, layer,
+  // event), the live positions before eviction and the kept slots; the cache after the forward holds exactly the
+  // kept positions in that order, and the observer changes nothing (same caches as an evictor without one).
+  auto c = config("h2o", 8, 4, evict::Variant::Intended);
+  cache::KvCache kv = make_kv(2, c.resolved().capacity_for_chunk(2)), kv_ref = make_kv(2, kv.capacity());
+  evict::Evictor e(c, 2, kLayers, kHq, kHkv, kD), ref(c, 2, kLayers, kHq, kHkv, kD);
+  e.set_policy(std::make_unique<Spy>(false));
+  ref.set_policy(std::make_unique<Spy>(false));
+  e.set_stream(0, 70);
+  e.set_stream(1, 71);
+  struct Seen {
+    uint64_t stream;
+    int64_t layer, event;
+    at::Tensor pos, keep;
+  };
+  std::vector<Seen> seen;
+  e.set_observer([&](const evict::EvictionRecord& r) {
+    seen.push_back({r.stream, r.layer, r.event, r.pos.clone(), r.keep.clone()});
+  });
+  std::vector<int64_t> next{0, 50}, next_ref{0, 50};
+  int64_t checked = 0;
+  for (int64_t f = 0; f < 14; ++f) {
+    const int64_t T = 1 + f % 2;
+    seen.clear();
+    at::manual_seed(f);
+    step(e, kv, next, T);
+    at::manual_seed(f);
+    step(ref, kv_ref, next_ref, T);
+    for (const Seen& s : seen) {
+      const int64_t seq = s.stream == 70 ? 0 : 1;
+      REQUIRE(s.stream == static_cast<uint64_t>(70 + seq));
+      REQUIRE(s.event == e.events(seq) - 1);
+      REQUIRE(s.pos.scalar_type() == at::kLong);
+      REQUIRE(s.pos.size(0) == kHkv);
+      REQUIRE(s.pos.size(1) >= 8 + 4);
+      REQUIRE(s.keep.sizes() == at::IntArrayRef({kHkv, 8}));
+      for (int64_t h = 0; h < kHkv; ++h) {
+        // before: every position the sequence has seen that earlier events did not drop, newest = next - 1
+        REQUIRE(s.pos[h].max().item<int64_t>() == next[seq] - 1);
+        REQUIRE(at::equal(kv.pos(s.layer)[seq][h].narrow(0, 0, 8), s.pos[h].index_select(0, s.keep[h])));
+      }
+      ++checked;
+    }
+  }
+  REQUIRE(checked >= 2 * kLayers * 2);
+  for (int64_t l = 0; l < kLayers; ++l) {
+    REQUIRE(at::equal(kv.pos(l), kv_ref.pos(l)));
+    REQUIRE(at::equal(kv.k(l), kv_ref.k(l)));
+  }
+}

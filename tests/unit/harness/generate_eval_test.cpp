@@ -468,14 +468,14 @@ TEST_CASE("generate on a tiny model: JSONL contract, resume after a kill, batchi
   // q8 activations change the tokens a run may produce: they join the hash, so they are refused too
   {
     harness::GenerateEvalRun q8 = run;
-    q8.activations = "q8";
+    q8.load.activations = "q8";
     CHECK_THROWS_WITH(harness::run_generate_eval(c, q8), Catch::Contains("different config/model"));
     CHECK(read_file(run.output) == bytes_a);
   }
   // so do weights converted at load (another rounding and another product kernel)
   {
     harness::GenerateEvalRun bf = run;
-    bf.weights = "bf16";
+    bf.load.weight_format = "bf16";
     CHECK_THROWS_WITH(harness::run_generate_eval(c, bf), Catch::Contains("different config/model"));
     CHECK(read_file(run.output) == bytes_a);
   }
