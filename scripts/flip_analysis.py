@@ -16,14 +16,17 @@ complete, the script finds that first divergence and reports per policy:
     text around the divergence (tokens decoded with the model's own vocabulary from --gguf).
 An argument is a JSONL file or a results_archive.py folder, as for grid_blocks.py.
 
-What the policy had evicted at the divergence needs its decisions: replay the policy on the problems
-(`fkv-eval generate ... --offset P --limit 1 --eviction-log LOG`: a problem replayed alone draws the same
-samples as in the grid, same config hash; scripts/qwen_flip_replay.sh) and pass the logs with --eviction-log.
-For every pair of a logged sample that diverges, the cache the diverging token was sampled from (every event
-taken before the forward of the token before it) gives, over all (layer, KV head): the share of the question's
-digit tokens still held, of its other tokens, and, when the first differing number is a quantity of the
-question, of that quantity's digits; lost pairs against the both-right pairs as control. --lost-problems
-prints, per run, the problems with a lost pair (the replay's input) and exits.
+What the policy had evicted needs its decisions: replay the policy on the problems (`fkv-eval generate ...
+--offset P --limit 1 --eviction-log X.evict.jsonl`: a problem replayed alone draws the grid's samples, same
+config hash, unless its batch rounds differently; scripts/qwen_flip_replay.sh) and pass the logs with
+--eviction-log (the replay's samples X.jsonl next to each: a log is used only where its replayed sample equals
+the analysed one token for token). For every logged pair that diverges, two caches are read over all (layer,
+KV head): the one the diverging token was sampled from, and the one the policy's first differing number was
+written from (every event taken before the forward of the token before it); each gives the share still held
+of the question's digit tokens, of its other tokens, of the first differing quantity's digits (when the full
+answer's number there is a quantity of the question), of the template / instruction tokens and of the
+response so far; lost pairs against the both-right pairs as control. --lost-problems prints, per run, the
+problems with a lost pair (the replay's input) and exits.
 """
 import argparse
 import json
@@ -104,6 +107,8 @@ def question_span(vocab, prompt_ids):
     for i in range(len(toks) - 1):
         if toks[i] == "<|im_start|>" and toks[i + 1].startswith("user"):
             start = i + 2
+    while start < len(toks) and toks[start].strip() == "":  # the newline after the role
+        start += 1
     for i in range(start, len(toks)):
         if toks[i] == "<|im_end|>":
             end = i
@@ -145,15 +150,33 @@ def held_share(log, at_before, positions):
     return 1.0 - lost / (caches * len(pos))
 
 
+VIEW = ("question digits", "other question tokens", "the first differing quantity's digits",
+        "template / instruction tokens", "response so far")
+
+
+def number_token(vocab, q, index):
+    """Response token index where the policy answer's `index`-th number starts (None if it has no such number)."""
+    found = [m.start() for m in re.finditer(r"\d[\d,]*(?:\.\d+)?", q["response"])]
+    if index >= len(found):
+        return None
+    ids, target = q["response_ids"], found[index]
+    for t in range(len(ids)):
+        if len(vocab.text(ids[: t + 1])) > target:
+            return t
+    return None
+
+
 def cache_view(vocab, f, q, d, log):
-    """(question digits held, other question tokens held, first differing quantity's digits held or None)."""
+    """Held shares (VIEW order; None where a set is empty) in the cache response token d was sampled from."""
     toks, a, b = question_span(vocab, q["prompt_ids"])
     dig = [i for i in range(a, b) if re.search(r"\d", toks[i])]
     other = [i for i in range(a, b) if i not in set(dig)]
     at_before = q["prompt_tokens"] + d - 1  # the diverging token came from the forward of the token before it
     e = first_number_error(f, q)
     qty = number_positions(toks, a, b, e[1]) if e is not None and e[1] is not None else []
-    return held_share(log, at_before, dig), held_share(log, at_before, other), held_share(log, at_before, qty)
+    template = [i for i in range(len(toks)) if i < a or i >= b]
+    resp = list(range(q["prompt_tokens"], at_before + 1))
+    return tuple(held_share(log, at_before, s) for s in (dig, other, qty, template, resp))
 
 
 def mean(xs):
@@ -224,25 +247,45 @@ def analyse(name, full, pol, problems, k, vocab, show, logs):
     print(f"- problems with net loss >= 2 of {k}: {len(worst)} "
           f"({', '.join(f'{p} (-{v})' for v, p in worst[:20])}{', ...' if len(worst) > 20 else ''})")
     if logs and vocab.tokens:
-        views = {"lost": [], "both right": []}
+        groups = ("lost", "lost, at the first differing number", "both right",
+                  "both right, at the first differing number")
+        views = {g: [] for g in groups}
+        at = {g: [] for g in groups}
+        mismatched = 0
         for p in problems:
             for j in range(k):
                 f, q = full[(p, j)], pol[(p, j)]
                 lg = logs.get((q["policy"], q["budget"], q["stream"]))
                 d = first_divergence(f["response_ids"], q["response_ids"])
-                if lg is None or d is None or lg["config_hash"] != q["config_hash"]:
+                if lg is None or d is None:
+                    continue
+                if lg["config_hash"] != q["config_hash"] or lg["response_ids"] != q["response_ids"]:
+                    mismatched += 1  # the replay drew another sample: its log is not this sample's
                     continue
                 key = "lost" if f["correct"] and not q["correct"] else "both right" if f["correct"] else None
                 if key:
                     views[key].append(cache_view(vocab, f, q, d, lg))
+                    at[key].append(d)
+                    e = first_number_error(f, q)
+                    t = number_token(vocab, q, e[0]) if e is not None and e[2] is not None else None
+                    if t is not None:
+                        views[key + ", at the first differing number"].append(cache_view(vocab, f, q, t, lg))
+                        at[key + ", at the first differing number"].append(t)
+        if mismatched:
+            print(f"- {mismatched} replayed sample(s) differ from the analysed records (other rounding in the replay's "
+                  "batch): their logs are left out")
         for key, v in views.items():
             if not v:
                 continue
-            dg, od, qt = (mean([x[i] for x in v]) for i in range(3))
-            print(f"- cache at the divergence, {key} pairs with a replayed log ({len(v)}): question digits held "
-                  f"{100 * dg[0]:.0f} %, other question tokens {100 * od[0]:.0f} %"
-                  + (f", the first differing quantity's digits {100 * qt[0]:.0f} % ({qt[1]} pairs)" if qt[1] else "")
-                  + " (share of layer x KV-head caches)")
+            parts = []
+            for i, what in enumerate(VIEW):
+                m, n = mean([x[i] for x in v])
+                if n:
+                    parts.append(f"{what} {100 * m:.0f} %" + (f" ({n} pairs)" if n != len(v) else ""))
+            where = "the token" if "number" in key else "the diverging token"
+            print(f"- held in the cache {where} was sampled from (share of layer x KV-head caches), {key} pairs with "
+                  f"a replayed log ({len(v)}, at response token median {sorted(at[key])[len(at[key]) // 2]}): "
+                  + ", ".join(parts))
     for p, j, d, f, q in lost[:show]:
         lo = max(0, d - 24)
         e = first_number_error(f, q)
@@ -270,10 +313,15 @@ def main(argv=None):
         vocab = Vocab(a.gguf)
         logs = {}
         for path in a.eviction_log:
+            # the replay's samples lie next to its log (X.evict.jsonl <- X.jsonl): a log counts only where the
+            # replayed sample is the analysed one token for token
+            replay = load(path[: -len(".evict.jsonl")] + ".jsonl" if path.endswith(".evict.jsonl") else path + ".samples")
             with open(path, encoding="utf-8") as fh:
                 for line in fh:
                     if line.endswith("\n"):
                         e = json.loads(line)
+                        r = replay.get((e["problem_index"], e["sample_index"]))
+                        e["response_ids"] = r["response_ids"] if r and r["stream"] == e["stream"] else None
                         logs[(e["policy"], e["budget"], e["stream"])] = e
     except (OSError, ValueError, KeyError) as e:
         print(f"flip_analysis: {e}", file=sys.stderr)
