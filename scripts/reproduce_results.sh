@@ -20,6 +20,10 @@
 #                  policy runs as FKV_QWEN_LANES single-thread processes, default FKV_THREADS)
 #   qwen_learned   the learned rows of that grid: foresightkv with the committed SFT judges at B = 128 and 64 (two
 #                  lanes), then foresightkv_topk at B = 128, same protocol and pairing (scripts/qwen_learned_grid.sh)
+#   qwen_overhead  Qwen2.5-Coder-0.5B decode speed, eviction + judge share and KV memory of full, rkv and foresightkv
+#                  (committed B = 128 judge) at B = 128, L = 16, one after another in one call (1024 greedy tokens)
+#   qwen_flips     replay the learned B = 128 rows' problems with a lost pair with --eviction-log, then
+#                  scripts/flip_analysis.py (where the lost samples diverge and what the judge held there)
 #   qwen_fidelity  Qwen traces on GSM8K-train problems (64 problems, prompt + response >= 384 tokens) + golden
 #                  labels + fidelity table (first 16 traces, B = 64 / 128, L = 16)
 #   qwen_judge     the learned judge on Qwen (docs/results.md 8): training traces (GSM8K-train problems 64-223,
@@ -282,5 +286,37 @@ step_smollm2_judge() {
   wait
 }
 
-[ $# -ge 1 ] || { sed -n 2,30p "$0"; exit 2; }
+step_qwen_overhead() {
+  local q="Write a long, detailed story about a lighthouse keeper and a storm."
+  for p in full rkv foresightkv; do
+    local extra=""
+    [ "$p" != full ] && extra="--policy $p --budget 128 --window 16"
+    "$BIN/fkv-model" generate --model $Q --chat "$q" --greedy --max-new-tokens "${FKV_OVERHEAD_TOKENS:-1024}" \
+      --ignore-eos --json --threads "$T" $extra > "$OUT/qwen_overhead_$p.json"
+  done
+  "$PY" - "$OUT" <<'PY'
+import json, sys, os
+print("| policy | generated | decode s | tokens/s | vs full | eviction events | eviction + judge s | share of decode | peak live KV MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
+base = None
+for p in ("full", "rkv", "foresightkv"):
+    j = json.loads(open(os.path.join(sys.argv[1], f"qwen_overhead_{p}.json")).readline())
+    e = j.get("eviction", {})
+    base = base or j["tokens_per_s"]
+    print(f'| {p} | {j["generated_tokens"]} | {j["decode_seconds"]:.1f} | {j["tokens_per_s"]:.1f} | '
+          f'{j["tokens_per_s"] / base:.2f}x | {e.get("events", 0)} | {e.get("seconds", 0):.2f} | '
+          f'{100 * e.get("time_share_of_decode", 0):.1f} % | {e.get("peak_kv_bytes", 0) / 2**20:.2f} |')
+PY
+}
+
+step_qwen_flips() {
+  local R=results/qwen_gsm8k_sampled/qwen_gsm8k_sampled G=data/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+  local lost
+  lost=$("$PY" scripts/flip_analysis.py ${R}_full ${R}_foresightkv_b128 --lost-problems)
+  FKV_BIN="$BIN" bash scripts/qwen_flip_replay.sh foresightkv 128 -- $lost
+  "$PY" scripts/flip_analysis.py ${R}_full ${R}_foresightkv_b128 ${R}_rkv_b128 --gguf $G --show 5 \
+    --eviction-log "$OUT/replay/qwen_gsm8k_sampled_foresightkv_b128.evict.jsonl"
+}
+
+[ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
 for s in "$@"; do "step_$s"; done
