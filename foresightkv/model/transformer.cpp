@@ -118,6 +118,13 @@ namespace {
 // A matrix dequantized row by row (ops::dequantize_row: every format the native kernels read) to dense fp32 on the
 // CPU, then moved to the device in the compute dtype (one matrix at a time, so the host holds one fp32 copy at most).
 at::Tensor dense_matrix(const Matrix& m, at::Device dev, at::ScalarType dt) {
+  const ops::WeightView& v = m.view;
+  if (v.type == io::GgmlType::F32 && dev.is_cpu() && dt == at::kFloat &&
+      v.row_stride == static_cast<size_t>(v.cols) * sizeof(float) &&
+      reinterpret_cast<uintptr_t>(v.data) % alignof(float) == 0)
+    // fp32 rows used as they are: a view of the mapped (or converted) data, which lives as long as weights_; the
+    // forward only reads it (no second copy of an fp32 model in memory)
+    return at::from_blob(const_cast<uint8_t*>(v.data), {v.rows, v.cols}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor t = at::empty({m.view.rows, m.view.cols}, at::kFloat);
   float* p = t.data_ptr<float>();
   const int64_t cols = m.view.cols;
