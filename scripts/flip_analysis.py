@@ -133,16 +133,21 @@ def number_positions(toks, start, end, number):
     return []
 
 
-def held_share(log, at_before, positions):
-    """Share of (layer, KV head, position) still in the cache after every event with at < at_before."""
-    if not positions:
-        return None
+def dropped_before(log, at_before):
+    """({(layer, KV head): positions dropped by the events with at < at_before}, number of (layer, KV head) caches)."""
     gone = {}
     for ev in log["events"]:
         if ev["at"] < at_before:
             for h, d in enumerate(ev["dropped"]):
                 gone.setdefault((ev["layer"], h), set()).update(d)
     caches = len({(ev["layer"], h) for ev in log["events"] for h in range(len(ev["dropped"]))})
+    return gone, caches
+
+
+def held_share(gone, caches, positions):
+    """Share of (layer, KV head, position) still in the cache, given dropped_before's result."""
+    if not positions:
+        return None
     if caches == 0:
         return 1.0
     pos = set(positions)
@@ -176,7 +181,8 @@ def cache_view(vocab, f, q, d, log):
     qty = number_positions(toks, a, b, e[1]) if e is not None and e[1] is not None else []
     template = [i for i in range(len(toks)) if i < a or i >= b]
     resp = list(range(q["prompt_tokens"], at_before + 1))
-    return tuple(held_share(log, at_before, s) for s in (dig, other, qty, template, resp))
+    gone, caches = dropped_before(log, at_before)
+    return tuple(held_share(gone, caches, s) for s in (dig, other, qty, template, resp))
 
 
 def mean(xs):

@@ -749,9 +749,8 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
         e["window"] = c.eviction.window;
         e["config_hash"] = hash;
         e["prompt_tokens"] = static_cast<int64_t>(pr.ids.size());
-        auto it = elog_events.find(sample_stream(pi, sj));
-        e["events"] = it == elog_events.end() ? ojson::array() : std::move(it->second);
-        if (it != elog_events.end()) elog_events.erase(it);
+        auto node = elog_events.extract(sample_stream(pi, sj));  // empty: the sample was never evicted
+        e["events"] = node ? std::move(node.mapped()) : ojson::array();
         const std::string el = e.dump(-1) + "\n";
         elog.write(el.data(), static_cast<std::streamsize>(el.size()));
         elog.flush();
@@ -788,9 +787,7 @@ json run_generate_eval(const GenerateEvalConfig& config, const GenerateEvalRun& 
           ev["at"] = r.pos.max().item<int64_t>();
           ev["n"] = n;
           ev["dropped"] = std::move(dropped);
-          auto& list = elog_events[r.stream];
-          if (list.is_null()) list = ojson::array();
-          list.push_back(std::move(ev));
+          elog_events[r.stream].push_back(std::move(ev));  // a new (null) entry becomes an array
         };
       for (size_t k = b0; k < b1; ++k) {
         o.stream_ids.push_back(sample_stream(items[k].first, items[k].second));

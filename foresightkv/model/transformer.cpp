@@ -116,7 +116,8 @@ struct Transformer::Dense {
 
 namespace {
 // A matrix dequantized row by row (ops::dequantize_row: every format the native kernels read) to dense fp32 on the
-// CPU, then moved to the device in the compute dtype (one matrix at a time, so the host holds one fp32 copy at most).
+// CPU, then moved to the device in the compute dtype (one matrix at a time, so the host holds one fp32 copy at most);
+// fp32 rows that stay fp32 on the CPU are viewed in place instead.
 at::Tensor dense_matrix(const Matrix& m, at::Device dev, at::ScalarType dt) {
   const ops::WeightView& v = m.view;
   if (v.type == io::GgmlType::F32 && dev.is_cpu() && dt == at::kFloat &&
