@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstring>
 #include <regex>
@@ -206,6 +207,15 @@ std::vector<std::string> Judge::parameter_names() const {
 void Judge::set_requires_grad(bool on) {
   for (auto* v : {&w1_, &b1_, &w2_, &b2_})
     for (auto& t : *v) t.set_requires_grad(on);
+}
+
+void Judge::scale_output(double s) {
+  FKV_CHECK_ARG(s > 0 && std::isfinite(s), "judge: output scale must be finite and > 0, got {}", s);
+  at::NoGradGuard ng;
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    w2_[l].mul_(s);
+    b2_[l].mul_(s);
+  }
 }
 
 Judge Judge::clone() const {

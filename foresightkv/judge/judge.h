@@ -58,6 +58,9 @@ class Judge {
   std::vector<at::Tensor> parameters() const;
   std::vector<std::string> parameter_names() const;
   void set_requires_grad(bool on);
+  /// Multiply every layer's output layer (fc2 weight and bias) by s: phi becomes s * phi (same orderings; the
+  /// foresightkv sampler's softmax then runs at temperature 1 / s). In place; keeps requires_grad.
+  void scale_output(double s);
   /// A deep copy (detached tensors).
   Judge clone() const;
   /// A deep copy in another dtype (kDouble for gradient checks).

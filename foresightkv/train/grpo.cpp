@@ -34,7 +34,7 @@ const std::vector<std::string>& GrpoConfig::keys() {
   static const std::vector<std::string> k = {
       "model", "traces", "init", "budget", "window", "variant", "steps", "sequences_per_step", "group_size",
       "rollout_rows", "lr", "beta1", "beta2", "eps", "warmup", "clip_eps", "kl_beta", "kl_steps", "grad_clip",
-      "reward", "eta", "high_entropy_frac", "logprob", "seed", "checkpoint_every", "log_every", "limit", "threads",
+      "reward", "eta", "high_entropy_frac", "logprob", "score_scale", "seed", "checkpoint_every", "log_every", "limit", "threads",
       "device"};
   return k;
 }
@@ -45,7 +45,7 @@ json GrpoConfig::to_json() const {
               {"group_size", group_size}, {"rollout_rows", rollout_rows}, {"lr", lr}, {"beta1", beta1},
               {"beta2", beta2}, {"eps", eps}, {"warmup", warmup}, {"clip_eps", clip_eps}, {"kl_beta", kl_beta},
               {"kl_steps", kl_steps}, {"grad_clip", grad_clip}, {"reward", reward}, {"eta", eta},
-              {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"seed", seed},
+              {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"score_scale", score_scale}, {"seed", seed},
               {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit}, {"threads", threads},
               {"device", device}};
 }
@@ -63,6 +63,7 @@ GrpoConfig GrpoConfig::from_json(const json& j) {
     d("beta2", c.beta2); d("eps", c.eps); i("warmup", c.warmup); d("clip_eps", c.clip_eps); d("kl_beta", c.kl_beta);
     i("kl_steps", c.kl_steps); d("grad_clip", c.grad_clip); s("reward", c.reward); d("eta", c.eta);
     d("high_entropy_frac", c.high_entropy_frac); s("logprob", c.logprob);
+    d("score_scale", c.score_scale);
     if (j.contains("seed")) c.seed = j.at("seed").get<uint64_t>();
     i("checkpoint_every", c.checkpoint_every); i("log_every", c.log_every); i("limit", c.limit);
     i("threads", c.threads); s("device", c.device);
@@ -87,6 +88,8 @@ GrpoConfig GrpoConfig::from_json(const json& j) {
                     c.high_entropy_frac < 1,
                 "grpo config: need lr >= 0, warmup >= 1, clip_eps > 0, kl_beta >= 0, kl_steps >= 0, grad_clip > 0, "
                 "eta >= 0, 0 <= high_entropy_frac < 1");
+  FKV_CHECK_ARG(c.score_scale > 0 && std::isfinite(c.score_scale),
+                "grpo config: score_scale must be a finite number > 0 (1 = the paper's sampler), got {}", c.score_scale);
   FKV_CHECK_ARG(c.checkpoint_every > 0 && c.log_every > 0 && c.threads > 0 && c.limit >= 0,
                 "grpo config: checkpoint_every, log_every, threads must be > 0, limit >= 0");
   return c;
@@ -441,7 +444,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   const auto& mc = model->config();
 
   // reference (frozen SFT judge) and the policy
-  const judge::Judge reference = judge::Judge::load(cfg.init);
+  judge::Judge reference = judge::Judge::load(cfg.init);
   reference.check_model({mc.n_layer, mc.n_head_kv, mc.head_dim, mc.n_head_q / mc.n_head_kv, 0}, cfg.init);
   {
     const std::string jv = reference.meta().value("variant", std::string());
@@ -452,6 +455,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
                   cfg.init, js.substr(0, 12));
   }
   const std::string init_sha = harness::model_sha256(cfg.init);
+  if (cfg.score_scale != 1.0) reference.scale_output(cfg.score_scale);  // the policy starts as this copy
 
   // traces with per-token NLL/entropy and at least one eviction step
   trace::TraceSet set = trace::read_trace_set(cfg.traces);
@@ -502,6 +506,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
     j = reference.clone();
     opt.init(j.parameters());
     if (lead) write_file_atomic(log_path, "");
+    if (lead) save_run_state(j, opt, out, meta, 0, true, false);  // step_000000: the policy before any update
   }
   j.set_requires_grad(true);
   const std::vector<at::Tensor> params = j.parameters();

@@ -52,6 +52,13 @@ struct GrpoConfig {
   double high_entropy_frac = 0.2;             // the top 20 % full-cache-entropy tail tokens are excluded
   std::string logprob = "independent";        // independent: log_softmax over all B candidates per dropped slot
                                               // (the official loss); plackett_luce: the sampler's exact law
+  // Multiplies the init judge's output layer (fc2 weight and bias) by this factor, for the policy and the frozen
+  // reference alike, before step 1: the same orderings (top-k eviction unchanged), but the sampler's softmax over
+  // the top-2D pool runs at temperature 1 / score_scale. 1 = the paper and the official code. The SFT hinge
+  // (margin 0.01) leaves the judge's within-pool score spread at ~0.01, where the T = 1 sampler is uniform over
+  // the pool and GRPO's drops carry no information about the judge's ranking (docs/results.md 9); a method
+  // change, reported as such.
+  double score_scale = 1.0;
   uint64_t seed = 42;
   int64_t checkpoint_every = 20, log_every = 1;
   int64_t limit = 0;  // first N traces (0 = all)
@@ -142,7 +149,8 @@ struct GrpoResult {
   json last_log;
 };
 /// Run (or resume) GRPO into `output_dir` (log.jsonl, checkpoint.safetensors, step_NNNNNN.safetensors,
-/// final.safetensors; rank 0 writes). `stop_after` > 0: return after that step (a simulated kill; tests).
+/// final.safetensors; rank 0 writes). step_000000.safetensors is the policy before the first update (the init
+/// judge with score_scale applied: the baseline a run is compared with). `stop_after` > 0: return after that step (a simulated kill; tests).
 GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& output_dir, bool resume, int64_t stop_after = 0);
 
 }  // namespace fkv::train

@@ -388,3 +388,88 @@ TEST_CASE("GRPO training: steps change the judge, resume after a kill equals an 
   bad.rollout_rows = 4;
   CHECK_THROWS_WITH(train::run_grpo(bad, base + "/bad", false), Catch::Contains("rollout_rows"));
 }
+
+TEST_CASE("GRPO score_scale equals a run from a judge with a pre-scaled output layer and samples sharper",
+          "[unit][train][grpo]") {
+  judge::register_policies();
+  const std::string base = tmp_dir("scale");
+  const std::string model_dir = test::load_bundle("qwen2_g2_bias").dir;
+  auto m = model::Transformer::load(model_dir);
+  const auto& c = m->config();
+  trace::TraceSet set;
+  set.header = json{{"model", {{"sha256", ""}}}};
+  trace::LabelOptions lo;
+  for (int i = 0; i < 2; ++i) {
+    trace::Trace t = test::random_trace(48 + 8 * i, 4, c.n_vocab, 70 + i);
+    trace::label_trace(*m, t, lo);
+    set.traces.push_back(std::move(t));
+  }
+  trace::write_trace_set(base + "/traces.safetensors", set);
+  const judge::JudgeShape shape{c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, 16};
+  judge::Judge init = judge::Judge::init(shape, 0.02, 9);  // small scores: a near-uniform pool at T = 1
+  init.meta() = json{{"variant", "intended"}};
+  init.save(base + "/init.safetensors");
+  const double s = 1000.0;  // pool entropy ln 16 - 1e-5 at s = 1, ~0.85 nats at s = 1000
+  {  // scale_output: phi -> s * phi (fp32 rounding only)
+    judge::Judge sc = init.clone();
+    sc.scale_output(s);
+    at::Tensor x = at::randn({c.n_head_kv, 7, shape.n_feature()}, at::TensorOptions().dtype(at::kFloat));
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      at::Tensor a = init.score(l, x) * s, b = sc.score(l, x);
+      CHECK((a - b).abs().max().item<double>() <= 1e-5 * (a.abs().max().item<double>() + 1e-6));
+    }
+    sc.save(base + "/prescaled.safetensors");
+    CHECK_THROWS_WITH(sc.scale_output(0.0), Catch::Contains("> 0"));
+  }
+  train::GrpoConfig cfg;
+  cfg.model = model_dir;
+  cfg.traces = base + "/traces.safetensors";
+  cfg.budget = 16;
+  cfg.window = 8;
+  cfg.steps = 2;
+  cfg.sequences_per_step = 2;
+  cfg.group_size = 4;
+  cfg.rollout_rows = 2;
+  cfg.lr = 1e-2;
+  cfg.warmup = 1;
+  cfg.eta = 0.0;
+  cfg.threads = 1;
+  auto read_log = [](const std::string& path) {
+    std::vector<json> v;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) v.push_back(json::parse(line));
+    return v;
+  };
+  train::GrpoConfig a = cfg, b = cfg, u = cfg;
+  a.init = base + "/init.safetensors";
+  a.score_scale = s;
+  b.init = base + "/prescaled.safetensors";
+  u.init = base + "/init.safetensors";
+  train::run_grpo(a, base + "/a", false);
+  train::run_grpo(b, base + "/b", false);
+  train::run_grpo(u, base + "/u", false);
+  // step_000000 is the scaled init, the policy before any update
+  judge::Judge a0 = judge::Judge::load(base + "/a/step_000000.safetensors");
+  judge::Judge pre = judge::Judge::load(base + "/prescaled.safetensors");
+  CHECK(a0.meta()["step"] == 0);
+  for (size_t i = 0; i < pre.parameters().size(); ++i)
+    CHECK(at::allclose(a0.parameters()[i], pre.parameters()[i], 1e-6, 1e-7));
+  judge::Judge fa = judge::Judge::load(base + "/a/final.safetensors");
+  judge::Judge fb = judge::Judge::load(base + "/b/final.safetensors");
+  CHECK(fa.meta()["training"]["score_scale"].get<double>() == s);
+  for (size_t i = 0; i < fa.parameters().size(); ++i)
+    CHECK(at::allclose(fa.parameters()[i], fb.parameters()[i], 1e-4, 1e-6));
+  const auto la = read_log(base + "/a/log.jsonl"), lb = read_log(base + "/b/log.jsonl"),
+             lu = read_log(base + "/u/log.jsonl");
+  REQUIRE(la.size() == 2);
+  REQUIRE(lb.size() == 2);
+  REQUIRE(lu.size() == 2);
+  for (size_t k = 0; k < la.size(); ++k) {
+    CHECK(la[k]["reward_mean"].get<double>() == Approx(lb[k]["reward_mean"].get<double>()).margin(1e-6));
+    CHECK(la[k]["drop_entropy"].get<double>() == Approx(lb[k]["drop_entropy"].get<double>()).margin(1e-5));
+  }
+  // at T = 1 the small-score judge samples its pool nearly uniformly; scaled, it follows its ranking
+  CHECK(la[0]["drop_entropy"].get<double>() < lu[0]["drop_entropy"].get<double>() - 1.0);
+  CHECK_THROWS_WITH(train::GrpoConfig::from_json(json{{"score_scale", -1.0}}), Catch::Contains("score_scale"));
+}
