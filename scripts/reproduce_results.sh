@@ -34,6 +34,10 @@
 #   smollm2_judge  the same for SmolLM2-135M (GSM8K-train problems 64-253, 2 samples, <= 384 new tokens, >= 256
 #                  tokens; held out: problems 0-47, >= 256 tokens): sft at B = 64 and 128, fidelity at B = 32/64/128
 #                  with every heuristic
+#   grpo           GRPO with score_scale 64 from the committed B = 64 SFT judges (docs/results.md 9; SmolLM2 60 steps x
+#                  4 sequences, lr 1e-3; Qwen 30 steps x 2 sequences, lr 2e-3; two single-thread lanes), then the
+#                  held-out reward + fidelity of each run's step-0 and final judge (and SmolLM2's T = 1 SFT judge)
+#                  with scripts/grpo_heldout.sh, compared with scripts/grpo_compare.py
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -319,4 +323,31 @@ step_qwen_flips() {
 }
 
 [ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
+step_grpo() {
+  grpo_run() {  # model-config-name output steps lr sequences checkpoint-every
+    local r=""; [ -f "runs/$2/checkpoint.safetensors" ] && r="--resume"
+    "$BIN/fkv-train" grpo --config "configs/train/grpo_$1.json" --output "runs/$2" --threads 1 --score-scale 64 \
+      --steps "$3" --lr "$4" --sequences-per-step "$5" --checkpoint-every "$6" $r > "runs/$2.out" 2> "runs/$2.err"
+  }
+  mkdir -p runs
+  grpo_run smollm2-135m-instruct grpo_smol_b64_s64 60 0.001 4 10 &
+  grpo_run qwen2.5-coder-0.5b-instruct grpo_qwen_b64_s64 30 0.002 2 5
+  wait
+  export FKV_BIN="$BIN" FKV_THREADS=1
+  ( FKV_HELDOUT_POLICIES=full,foresightkv bash scripts/grpo_heldout.sh smol runs/grpo_smol_b64_s64/step_000000.safetensors smol_b64_s64_step0
+    bash scripts/grpo_heldout.sh smol runs/grpo_smol_b64_s64/final.safetensors smol_b64_s64_final
+    FKV_HELDOUT_POLICIES=full bash scripts/grpo_heldout.sh smol judges/smollm2-135m-instruct.b64w16.safetensors smol_b64_sft ) &
+  ( export FKV_HELDOUT_GROUP=4
+    FKV_HELDOUT_POLICIES=full,foresightkv bash scripts/grpo_heldout.sh qwen runs/grpo_qwen_b64_s64/step_000000.safetensors qwen_b64_s64_step0
+    bash scripts/grpo_heldout.sh qwen runs/grpo_qwen_b64_s64/final.safetensors qwen_b64_s64_final )
+  wait
+  local h="$OUT/heldout"
+  "$PY" scripts/grpo_compare.py "${h}_smol_b64_sft/log.jsonl" "${h}_smol_b64_s64_step0/log.jsonl" --names sft_T1 step0
+  "$PY" scripts/grpo_compare.py "${h}_smol_b64_s64_step0/log.jsonl" "${h}_smol_b64_s64_final/log.jsonl" --names step0 grpo
+  "$PY" scripts/grpo_compare.py "${h}_smol_b64_sft/log.jsonl" "${h}_smol_b64_s64_final/log.jsonl" --names sft_T1 grpo
+  "$PY" scripts/grpo_compare.py "${h}_qwen_b64_s64_step0/log.jsonl" "${h}_qwen_b64_s64_final/log.jsonl" --names step0 grpo
+  "$PY" scripts/plot_results.py runs/grpo_smol_b64_s64/log.jsonl --out "$OUT/grpo_smollm2_b64_s64"
+  "$PY" scripts/plot_results.py runs/grpo_qwen_b64_s64/log.jsonl --out "$OUT/grpo_qwen_b64_s64"
+}
+
 for s in "$@"; do "step_$s"; done
