@@ -34,6 +34,43 @@ std::string tmp_dir(const std::string& name) { return test::fresh_tmp_dir("grpo_
 
 at::Tensor vec(std::vector<double> v) { return at::tensor(v, at::kDouble).to(at::kFloat); }
 
+// A GRPO run's inputs on the tiny qwen2 model: n labelled random traces (lengths len0 + step * i, seeds
+// seed0 + i) in base/traces.safetensors, the model's judge shape, and a config with small-run settings.
+struct RunFixture {
+  std::string model_dir;
+  judge::JudgeShape shape;
+  train::GrpoConfig cfg;
+};
+RunFixture run_fixture(const std::string& base, int n, int64_t len0, int64_t step, uint64_t seed0) {
+  RunFixture f;
+  f.model_dir = test::load_bundle("qwen2_g2_bias").dir;
+  auto m = model::Transformer::load(f.model_dir);
+  const auto& c = m->config();
+  trace::TraceSet set;
+  set.header = json{{"model", {{"sha256", ""}}}};
+  trace::LabelOptions lo;
+  for (int i = 0; i < n; ++i) {
+    trace::Trace t = test::random_trace(len0 + step * i, 4, c.n_vocab, seed0 + i);
+    trace::label_trace(*m, t, lo);
+    set.traces.push_back(std::move(t));
+  }
+  trace::write_trace_set(base + "/traces.safetensors", set);
+  f.shape = {c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, 16};
+  train::GrpoConfig& cfg = f.cfg;
+  cfg.model = f.model_dir;
+  cfg.traces = base + "/traces.safetensors";
+  cfg.budget = 16;
+  cfg.window = 8;
+  cfg.sequences_per_step = 2;
+  cfg.group_size = 4;
+  cfg.rollout_rows = 2;
+  cfg.lr = 1e-2;
+  cfg.warmup = 1;
+  cfg.eta = 0.0;
+  cfg.threads = 1;
+  return f;
+}
+
 }  // namespace
 
 TEST_CASE("GRPO reward equals a hand computation (tail, 80 % entropy split, threshold, square, mean)",
@@ -327,36 +364,14 @@ TEST_CASE("GRPO training: steps change the judge, resume after a kill equals an 
           "[unit][train][grpo]") {
   judge::register_policies();
   const std::string base = tmp_dir("run");
-  const std::string model_dir = test::load_bundle("qwen2_g2_bias").dir;
-  auto m = model::Transformer::load(model_dir);
-  const auto& c = m->config();
-  trace::TraceSet set;
-  set.header = json{{"model", {{"sha256", ""}}}};
-  trace::LabelOptions lo;
-  for (int i = 0; i < 3; ++i) {
-    trace::Trace t = test::random_trace(50 + 6 * i, 4, c.n_vocab, 40 + i);
-    trace::label_trace(*m, t, lo);
-    set.traces.push_back(std::move(t));
-  }
-  trace::write_trace_set(base + "/traces.safetensors", set);
-  judge::Judge init = judge::Judge::init({c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, 16}, 0.3, 5);
+  RunFixture f = run_fixture(base, 3, 50, 6, 40);
+  judge::Judge init = judge::Judge::init(f.shape, 0.3, 5);
   init.meta() = json{{"variant", "intended"}};
   init.save(base + "/init.safetensors");
-  train::GrpoConfig cfg;
-  cfg.model = model_dir;
-  cfg.traces = base + "/traces.safetensors";
+  train::GrpoConfig cfg = f.cfg;
   cfg.init = base + "/init.safetensors";
-  cfg.budget = 16;
-  cfg.window = 8;
   cfg.steps = 3;
-  cfg.sequences_per_step = 2;
-  cfg.group_size = 4;
-  cfg.rollout_rows = 2;
-  cfg.lr = 1e-2;
-  cfg.warmup = 1;
-  cfg.eta = 0.0;
   cfg.checkpoint_every = 1;
-  cfg.threads = 1;
   train::run_grpo(cfg, base + "/a", false);
   judge::Judge a = judge::Judge::load(base + "/a/final.safetensors");
   CHECK_FALSE(at::equal(a.parameters()[0], init.parameters()[0]));
@@ -393,19 +408,8 @@ TEST_CASE("GRPO score_scale equals a run from a judge with a pre-scaled output l
           "[unit][train][grpo]") {
   judge::register_policies();
   const std::string base = tmp_dir("scale");
-  const std::string model_dir = test::load_bundle("qwen2_g2_bias").dir;
-  auto m = model::Transformer::load(model_dir);
-  const auto& c = m->config();
-  trace::TraceSet set;
-  set.header = json{{"model", {{"sha256", ""}}}};
-  trace::LabelOptions lo;
-  for (int i = 0; i < 2; ++i) {
-    trace::Trace t = test::random_trace(48 + 8 * i, 4, c.n_vocab, 70 + i);
-    trace::label_trace(*m, t, lo);
-    set.traces.push_back(std::move(t));
-  }
-  trace::write_trace_set(base + "/traces.safetensors", set);
-  const judge::JudgeShape shape{c.n_layer, c.n_head_kv, c.head_dim, c.n_head_q / c.n_head_kv, 16};
+  RunFixture f = run_fixture(base, 2, 48, 8, 70);
+  const judge::JudgeShape& shape = f.shape;
   judge::Judge init = judge::Judge::init(shape, 0.02, 9);  // small scores: a near-uniform pool at T = 1
   init.meta() = json{{"variant", "intended"}};
   init.save(base + "/init.safetensors");
@@ -413,27 +417,16 @@ TEST_CASE("GRPO score_scale equals a run from a judge with a pre-scaled output l
   {  // scale_output: phi -> s * phi (fp32 rounding only)
     judge::Judge sc = init.clone();
     sc.scale_output(s);
-    at::Tensor x = at::randn({c.n_head_kv, 7, shape.n_feature()}, at::TensorOptions().dtype(at::kFloat));
-    for (int64_t l = 0; l < c.n_layer; ++l) {
+    at::Tensor x = at::randn({shape.n_head_kv, 7, shape.n_feature()}, at::TensorOptions().dtype(at::kFloat));
+    for (int64_t l = 0; l < shape.n_layer; ++l) {
       at::Tensor a = init.score(l, x) * s, b = sc.score(l, x);
       CHECK((a - b).abs().max().item<double>() <= 1e-5 * (a.abs().max().item<double>() + 1e-6));
     }
     sc.save(base + "/prescaled.safetensors");
     CHECK_THROWS_WITH(sc.scale_output(0.0), Catch::Contains("> 0"));
   }
-  train::GrpoConfig cfg;
-  cfg.model = model_dir;
-  cfg.traces = base + "/traces.safetensors";
-  cfg.budget = 16;
-  cfg.window = 8;
+  train::GrpoConfig cfg = f.cfg;
   cfg.steps = 2;
-  cfg.sequences_per_step = 2;
-  cfg.group_size = 4;
-  cfg.rollout_rows = 2;
-  cfg.lr = 1e-2;
-  cfg.warmup = 1;
-  cfg.eta = 0.0;
-  cfg.threads = 1;
   auto read_log = [](const std::string& path) {
     std::vector<json> v;
     std::ifstream in(path);
