@@ -6,7 +6,8 @@
 
 An argument is a JSONL file or an archive folder of scripts/results_archive.py (its *.jsonl.xz blocks).
 Only the problems every run has complete (all samples) are counted, so the runs are compared on the same
-samples. Prints a markdown table: one row per run with its correct samples in each block of --block problems
+samples. Runs of one policy and budget (two judges) are told apart by their file or folder names. Prints a
+markdown table: one row per run with its correct samples in each block of --block problems
 and in total, then the samples without an extracted answer, the strict (boxed-only) minus official correct
 count, the samples that stopped at the length cap, and the mean eviction events per sample; --greedy FILE
 adds a full-cache greedy run's correct count on the same problems (one sample each) below the table.
@@ -61,6 +62,9 @@ def main(argv=None):
     try:
         data = [load(r) for r in a.runs]
         names = [run_name(r, rows) for r, rows in zip(a.runs, data)]
+        # two runs of one policy and budget (e.g. two judges): name them by their files as well
+        names = [f"{n} ({os.path.basename(r.rstrip('/')).removesuffix('.jsonl')})" if names.count(n) > 1 else n
+                 for n, r in zip(names, a.runs)]
         greedy = load(a.greedy) if a.greedy else None
     except (OSError, ValueError, KeyError, lzma.LZMAError, results_archive.ArchiveError) as e:
         print(f"grid_blocks: {e}", file=sys.stderr)

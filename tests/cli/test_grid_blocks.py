@@ -59,6 +59,13 @@ def rows_are_exact(tmp):
         "greedy (full cache): 2/3 on the same problems (2 not in the greedy file)",
     ]
     assert r.stdout.splitlines() == want, r.stdout
+    # the same policy and budget twice (two judges): rows named by their files too
+    with open(os.path.join(tmp, "h2o_other.jsonl"), "w") as f:
+        f.write("".join(h[(p, s)] + "\n" for p in range(6) for s in range(2)))
+    r = run("--block", "2", "--samples", "2", os.path.join(tmp, "full.jsonl"), d, os.path.join(tmp, "h2o_other.jsonl"))
+    assert r.returncode == 0, r.stderr
+    rows = [x.split(" | ")[0] for x in r.stdout.splitlines() if x.startswith("| ") and not x.startswith("| run")]
+    assert rows == ["| full", "| h2o B=64 (h2o)", "| h2o B=64 (h2o_other)"], rows
 
 
 def stats_are_exact(tmp):
