@@ -84,6 +84,24 @@ int cmd_grpo(const Args& a) {
   return 0;
 }
 
+int cmd_scale(const Args& a) {
+  const std::string in = a.require("judge"), out = a.require("output");
+  FKV_CHECK_ARG(a.has("scale"), "--scale S is required (S > 0; the sampler's temperature is 1/S)");
+  const double s = a.get_double("scale", 1.0);
+  fkv::judge::Judge j = fkv::judge::Judge::load(in);
+  FKV_CHECK_ARG(j.meta().value("kind", std::string("judge")) == "judge",
+                "{} is a training checkpoint, not a judge file: pass its final.safetensors or step_NNNNNN.safetensors",
+                in);
+  j.scale_output(s);
+  json& meta = j.meta();
+  meta["score_scale"] = meta.value("score_scale", 1.0) * s;
+  meta["scaled_from"] = in;
+  j.save(out);
+  std::cout << json{{"output", out}, {"score_scale", meta["score_scale"]}, {"layers", j.shape().n_layer}}.dump()
+            << "\n";
+  return 0;
+}
+
 int cmd_import(const Args& a) {
   fkv::judge::Judge j = fkv::judge::Judge::load(a.require("hf"));
   const std::string mp = fkv::model::resolve_model_path(a.require("model"));
@@ -146,6 +164,19 @@ std::vector<Command> commands() {
        "  DIR/checkpoint.safetensors, DIR/step_NNNNNN.safetensors and DIR/final.safetensors (docs/training.md).\n"
        "options:",
        "reinforcement learning of the judge (GRPO)", config_spec<fkv::train::GrpoConfig>("grpo"), cmd_grpo},
+      {"scale",
+       "fkv-train scale --judge JUDGE --scale S --output judge.safetensors\n"
+       "  Multiplies the judge's output layer (fc2 weight and bias of every layer) by S: the same orderings\n"
+       "  (foresightkv_topk unchanged), with the foresightkv sampler's softmax over the top-2D pool at temperature\n"
+       "  1/S (docs/training.md, `score_scale`). The metadata records the cumulative score_scale.\n"
+       "options:",
+       "scale a judge's scores (the sampler's temperature)",
+       {{"judge", true, "judge file (.safetensors from fkv-train sft/grpo/import)", ""},
+        {"scale", true, "factor S > 0", ""},
+        {"output", true, "judge file to write (.safetensors, atomically)", ""},
+        {"log-level", true, "log level", "info"},
+        {"help", false, "show this help", ""}},
+       cmd_scale},
       {"import",
        "fkv-train import --hf CHECKPOINT --model M --output judge.safetensors [--variant parity] [--budget 1024]\n"
        "       [--window 128]\n"

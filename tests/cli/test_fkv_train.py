@@ -2,7 +2,8 @@
 """CLI contract tests for `fkv-train` on a tiny llama GGUF (tests/data/tiny_models): `fkv-trace label` -> `fkv-train
 sft --model M --traces F --steps N --output DIR` -> DIR/final.safetensors read with the `safetensors` package
 (official key names, metadata), the judge used by `fkv-eval fidelity` and `fkv-model generate` through --judge,
---resume, config errors, the missing-judge message, and `fkv-train import` of an official-style bf16 checkpoint.
+--resume, config errors, the missing-judge message, `fkv-train import` of an official-style bf16 checkpoint, and
+`fkv-train scale` (fc2 x S, the same top-k evictions, a cumulative score_scale, refused inputs).
 
 Run by ctest: python tests/cli/test_fkv_train.py --bin build/bin/fkv-train
 """
@@ -188,6 +189,50 @@ def test_import_official_checkpoint(bin_, tmp):
     assert r.returncode == 1 and "trained for 1 layers" in r.stderr, r.stderr
 
 
+def test_scale_judge(bin_, tmp):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    traces = labelled(bin_, tmp, n=3)
+    src = os.path.join(tmp, "judge.safetensors")
+    r = sft(bin_, tmp, traces, os.path.join(tmp, "run"), "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    os.replace(os.path.join(tmp, "run", "final.safetensors"), src)
+    s3, s6 = os.path.join(tmp, "s3.safetensors"), os.path.join(tmp, "s6.safetensors")
+    r = run(bin_, "scale", "--judge", src, "--scale", "3", "--output", s3)
+    assert r.returncode == 0, r.stderr
+    r = run(bin_, "scale", "--judge", s3, "--scale", "2", "--output", s6)
+    assert r.returncode == 0 and json.loads(r.stdout)["score_scale"] == 6.0, r.stdout + r.stderr
+
+    def read(path):
+        with safe_open(path, "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["fkv_judge"])
+    (a, ma), (b, mb) = read(src), read(s6)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        want = a[k] * 6 if ".fc2." in k else a[k]
+        assert torch.allclose(b[k], want, rtol=1e-6, atol=0), k
+    assert mb["score_scale"] == 6.0 and mb["budget"] == ma["budget"] and mb["variant"] == ma["variant"], mb
+    # the same order: foresightkv_topk evicts the same entries (identical fidelity)
+    rows = []
+    for j in (src, s6):
+        r = run(sibling(bin_, "fkv-eval"), "fidelity", "--model", TINY, "--traces", traces, "--policies",
+                "foresightkv_topk", "--budgets", "16", "--window", "8", "--judge", j)
+        assert r.returncode == 0, r.stderr
+        rows.append(json.loads(r.stdout)["rows"][0])
+    assert rows[0]["mean_nll"] == rows[1]["mean_nll"] and rows[0]["kl"] == rows[1]["kl"], rows
+    # refused: no --scale, a non-positive scale, a training checkpoint (optimizer state, kind "sft")
+    r = run(bin_, "scale", "--judge", src, "--output", os.path.join(tmp, "x.safetensors"))
+    assert r.returncode == 1 and "--scale" in r.stderr, r.stderr
+    r = run(bin_, "scale", "--judge", src, "--scale", "0", "--output", os.path.join(tmp, "x.safetensors"))
+    assert r.returncode == 1 and "> 0" in r.stderr, r.stderr
+    r = run(bin_, "scale", "--judge", os.path.join(tmp, "run", "checkpoint.safetensors"), "--scale", "2", "--output",
+            os.path.join(tmp, "x.safetensors"))
+    assert r.returncode == 1 and "training checkpoint" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(tmp, "x.safetensors"))
+
+
 if __name__ == "__main__":
     sys.exit(run_all([test_sft_writes_final_judge_used_by_eval_and_generate, test_resume_and_errors,
-                      test_grpo_one_process_equals_torchrun_two_processes, test_import_official_checkpoint]))
+                      test_grpo_one_process_equals_torchrun_two_processes, test_import_official_checkpoint,
+                      test_scale_judge]))
