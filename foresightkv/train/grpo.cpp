@@ -34,8 +34,8 @@ const std::vector<std::string>& GrpoConfig::keys() {
   static const std::vector<std::string> k = {
       "model", "traces", "init", "budget", "window", "variant", "steps", "sequences_per_step", "group_size",
       "rollout_rows", "lr", "beta1", "beta2", "eps", "warmup", "clip_eps", "kl_beta", "kl_steps", "grad_clip",
-      "reward", "eta", "high_entropy_frac", "logprob", "score_scale", "seed", "checkpoint_every", "log_every", "limit", "threads",
-      "device"};
+      "reward", "eta", "high_entropy_frac", "logprob", "score_scale", "seed", "checkpoint_every", "log_every", "limit",
+      "threads", "device"};
   return k;
 }
 
@@ -45,7 +45,8 @@ json GrpoConfig::to_json() const {
               {"group_size", group_size}, {"rollout_rows", rollout_rows}, {"lr", lr}, {"beta1", beta1},
               {"beta2", beta2}, {"eps", eps}, {"warmup", warmup}, {"clip_eps", clip_eps}, {"kl_beta", kl_beta},
               {"kl_steps", kl_steps}, {"grad_clip", grad_clip}, {"reward", reward}, {"eta", eta},
-              {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"score_scale", score_scale}, {"seed", seed},
+              {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"score_scale", score_scale},
+              {"seed", seed},
               {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit}, {"threads", threads},
               {"device", device}};
 }
@@ -89,7 +90,8 @@ GrpoConfig GrpoConfig::from_json(const json& j) {
                 "grpo config: need lr >= 0, warmup >= 1, clip_eps > 0, kl_beta >= 0, kl_steps >= 0, grad_clip > 0, "
                 "eta >= 0, 0 <= high_entropy_frac < 1");
   FKV_CHECK_ARG(c.score_scale > 0 && std::isfinite(c.score_scale),
-                "grpo config: score_scale must be a finite number > 0 (1 = the paper's sampler), got {}", c.score_scale);
+                "grpo config: score_scale must be a finite number > 0 (1 = the paper's sampler), got {}",
+                c.score_scale);
   FKV_CHECK_ARG(c.checkpoint_every > 0 && c.log_every > 0 && c.threads > 0 && c.limit >= 0,
                 "grpo config: checkpoint_every, log_every, threads must be > 0, limit >= 0");
   return c;
@@ -455,7 +457,9 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
                   cfg.init, js.substr(0, 12));
   }
   const std::string init_sha = harness::model_sha256(cfg.init);
-  if (cfg.score_scale != 1.0) reference.scale_output(cfg.score_scale);  // the policy starts as this copy
+  // the policy starts as a copy of the (scaled) reference; the judge files record the cumulative scale
+  const double total_scale = reference.meta().value("score_scale", 1.0) * cfg.score_scale;
+  if (cfg.score_scale != 1.0) reference.scale_output(cfg.score_scale);
 
   // traces with per-token NLL/entropy and at least one eviction step
   trace::TraceSet set = trace::read_trace_set(cfg.traces);
@@ -485,7 +489,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   json meta = {{"kind", "grpo"},        {"model_sha256", model_sha}, {"model", model_path},
                {"variant", cfg.variant}, {"budget", cfg.budget},     {"window", cfg.window},
                {"training", train_cfg},  {"init_sha256", init_sha},  {"train_traces", pool.size()},
-               {"world_size", world}};
+               {"world_size", world},    {"score_scale", total_scale}};
   int64_t start = 0;
   if (resume && file_exists(ckpt)) {
     j = judge::Judge::load(ckpt);

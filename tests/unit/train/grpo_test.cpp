@@ -451,6 +451,7 @@ TEST_CASE("GRPO score_scale equals a run from a judge with a pre-scaled output l
   judge::Judge fa = judge::Judge::load(base + "/a/final.safetensors");
   judge::Judge fb = judge::Judge::load(base + "/b/final.safetensors");
   CHECK(fa.meta()["training"]["score_scale"].get<double>() == s);
+  CHECK(fa.meta()["score_scale"].get<double>() == s);
   for (size_t i = 0; i < fa.parameters().size(); ++i)
     CHECK(at::allclose(fa.parameters()[i], fb.parameters()[i], 1e-4, 1e-6));
   const auto la = read_log(base + "/a/log.jsonl"), lb = read_log(base + "/b/log.jsonl"),
