@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export FKV_ROOT="$ROOT"
 BIN="${FKV_BIN:-$ROOT/build/bin}"
-[ $# -eq 3 ] || { sed -n 2,10p "$0"; exit 2; }
+[ $# -eq 3 ] || { sed -n 2,11p "$0"; exit 2; }
 case "$1" in
   smol) M=smollm2-135m-instruct; TR=data/results/smollm2_gsm8k_traces.safetensors;;
   qwen) M=qwen2.5-coder-0.5b-instruct; TR=data/results/qwen_gsm8k_traces.safetensors;;
@@ -26,7 +26,8 @@ r=""; [ -f "$O/checkpoint.safetensors" ] && r="--resume"
 "$BIN/fkv-train" grpo --config "configs/train/grpo_$M.json" --init "$J" --traces "$TR" --limit "$N" \
   --steps "$N" --sequences-per-step 1 --group-size "$G" --rollout-rows "$(( G < 4 ? G : 4 ))" --lr 0 \
   --score-scale 1 --checkpoint-every "$N" --threads "$T" --output "$O" $r > "$O.out" 2> "$O.err"
-"$BIN/fkv-eval" fidelity --model $M --traces "$TR" --limit "$N" --policies "${FKV_HELDOUT_POLICIES:-full,foresightkv,foresightkv_topk}" \
+P="${FKV_HELDOUT_POLICIES:-full,foresightkv,foresightkv_topk}"
+"$BIN/fkv-eval" fidelity --model $M --traces "$TR" --limit "$N" --policies "$P" \
   --budgets 64 --window 16 --batch 8 --threads "$T" --judge "$J" --output "data/results/fidelity_$NAME.json" \
   > /dev/null 2> "data/results/fidelity_$NAME.err"
 echo "$NAME done $(date +%H:%M:%S)"

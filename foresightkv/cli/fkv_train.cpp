@@ -93,11 +93,9 @@ int cmd_scale(const Args& a) {
                 "{} is a training checkpoint, not a judge file: pass its final.safetensors or step_NNNNNN.safetensors",
                 in);
   j.scale_output(s);
-  json& meta = j.meta();
-  meta["score_scale"] = meta.value("score_scale", 1.0) * s;
-  meta["scaled_from"] = in;
+  j.meta()["scaled_from"] = in;
   j.save(out);
-  std::cout << json{{"output", out}, {"score_scale", meta["score_scale"]}, {"layers", j.shape().n_layer}}.dump()
+  std::cout << json{{"output", out}, {"score_scale", j.meta()["score_scale"]}, {"layers", j.shape().n_layer}}.dump()
             << "\n";
   return 0;
 }

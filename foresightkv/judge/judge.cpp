@@ -216,6 +216,7 @@ void Judge::scale_output(double s) {
     w2_[l].mul_(s);
     b2_[l].mul_(s);
   }
+  meta_["score_scale"] = meta_.value("score_scale", 1.0) * s;
 }
 
 Judge Judge::clone() const {

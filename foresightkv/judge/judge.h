@@ -59,7 +59,8 @@ class Judge {
   std::vector<std::string> parameter_names() const;
   void set_requires_grad(bool on);
   /// Multiply every layer's output layer (fc2 weight and bias) by s: phi becomes s * phi (same orderings; the
-  /// foresightkv sampler's softmax then runs at temperature 1 / s). In place; keeps requires_grad.
+  /// foresightkv sampler's softmax then runs at temperature 1 / s). In place; keeps requires_grad. The metadata's
+  /// "score_scale" (1 when absent) is multiplied by s: it is the cumulative scale since training.
   void scale_output(double s);
   /// A deep copy (detached tensors).
   Judge clone() const;

@@ -458,7 +458,6 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   }
   const std::string init_sha = harness::model_sha256(cfg.init);
   // the policy starts as a copy of the (scaled) reference; the judge files record the cumulative scale
-  const double total_scale = reference.meta().value("score_scale", 1.0) * cfg.score_scale;
   if (cfg.score_scale != 1.0) reference.scale_output(cfg.score_scale);
 
   // traces with per-token NLL/entropy and at least one eviction step
@@ -489,7 +488,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   json meta = {{"kind", "grpo"},        {"model_sha256", model_sha}, {"model", model_path},
                {"variant", cfg.variant}, {"budget", cfg.budget},     {"window", cfg.window},
                {"training", train_cfg},  {"init_sha256", init_sha},  {"train_traces", pool.size()},
-               {"world_size", world},    {"score_scale", total_scale}};
+               {"world_size", world},    {"score_scale", reference.meta().value("score_scale", 1.0)}};
   int64_t start = 0;
   if (resume && file_exists(ckpt)) {
     j = judge::Judge::load(ckpt);

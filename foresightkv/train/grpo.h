@@ -150,7 +150,8 @@ struct GrpoResult {
 };
 /// Run (or resume) GRPO into `output_dir` (log.jsonl, checkpoint.safetensors, step_NNNNNN.safetensors,
 /// final.safetensors; rank 0 writes). step_000000.safetensors is the policy before the first update (the init
-/// judge with score_scale applied: the baseline a run is compared with). `stop_after` > 0: return after that step (a simulated kill; tests).
+/// judge with score_scale applied: the baseline a run is compared with). `stop_after` > 0: return after that step
+/// (a simulated kill; tests).
 GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& output_dir, bool resume, int64_t stop_after = 0);
 
 }  // namespace fkv::train
