@@ -424,10 +424,10 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   std::unique_ptr<Comm> comm = Comm::from_env();
   const int64_t rank = comm->rank(), world = comm->world();
   const bool lead = rank == 0;
-  FKV_CHECK_ARG(cfg.group_size % world == 0 && (cfg.group_size / world) % cfg.rollout_rows == 0,
-                "grpo: group_size {} must split into {} ranks of whole forwards of rollout_rows {} (each rank runs "
-                "group_size / world rollouts per sequence); e.g. --rollout-rows {}",
-                cfg.group_size, world, cfg.rollout_rows, std::max<int64_t>(1, cfg.group_size / world));
+  FKV_CHECK_ARG(cfg.group_size % world == 0,
+                "grpo: group_size {} must split evenly over {} ranks (each rank runs group_size / world rollouts per "
+                "sequence); use a group_size that is a multiple of the number of processes",
+                cfg.group_size, world);
   FKV_CHECK_ARG(!cfg.model.empty() && !cfg.traces.empty() && !cfg.init.empty(),
                 "grpo: config needs 'model', 'traces' and 'init' (the SFT judge) (or --model, --traces, --init)");
   load_options(cfg.device);  // an unusable --device fails here, before anything is written
@@ -527,8 +527,15 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   spec.window = cfg.window;
   spec.parity = cfg.variant == "parity";
   spec.seed = cfg.seed;
-  spec.rows = cfg.rollout_rows;
+  // rollout_rows is a speed knob (rows per batched forward), not part of the method: a rank runs its
+  // group_size / world rollouts of a sequence in forwards of the largest divisor of that count not above it.
   const int64_t per_rank = cfg.group_size / world, g0 = rank * per_rank;
+  int64_t rows = std::min(cfg.rollout_rows, per_rank);
+  while (per_rank % rows != 0) --rows;
+  if (lead && rows != cfg.rollout_rows)
+    FKV_LOG_INFO("grpo: {} rollouts per sequence on each of {} rank(s): {} rows per forward (rollout_rows {})",
+                 per_rank, world, rows, cfg.rollout_rows);
+  spec.rows = rows;
   const int64_t n_roll = cfg.sequences_per_step * cfg.group_size;
   DataOrder order(cfg.seed, static_cast<int64_t>(pool.size()));
   for (int64_t k = start; k < cfg.steps; ++k) {
@@ -539,12 +546,13 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
     seqs = comm->broadcast(seqs);
     FKV_CHECK(static_cast<int64_t>(seqs.size()) == cfg.sequences_per_step, "grpo: rank {} got {} sequences", rank,
               seqs.size());
-    // Gradients are summed per forward block of rollout_rows rollouts (block b = g / rollout_rows, always on one
-    // rank, sequences in step order), then the blocks in block order: the same sum on 1 or N processes.
-    const int64_t nb_local = per_rank / cfg.rollout_rows;
-    std::vector<std::vector<at::Tensor>> block_grads(static_cast<size_t>(nb_local));
-    for (auto& bg : block_grads)
-      for (const auto& p : params) bg.push_back(at::zeros_like(p));
+    // Gradients are summed per rollout index g over the step's sequences (in step order), then over g in g
+    // order: the same floating-point sum for any world size and any rows per forward. (It matters beyond
+    // rounding: the output bias's gradient is zero up to rounding, as every score of a head shifts with it, and
+    // Adam turns rounding noise of any size into steps of up to lr.)
+    std::vector<std::vector<at::Tensor>> slot_grads(static_cast<size_t>(per_rank));
+    for (auto& sg : slot_grads)
+      for (const auto& p : params) sg.push_back(at::zeros_like(p));
     double t_roll = 0, t_upd = 0, tokens = 0, ent_sum = 0;
     SurrogateStats st;
     std::vector<double> rewards_all, adv_all, delta_all;
@@ -576,7 +584,7 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
       adv_all.insert(adv_all.end(), adv.begin(), adv.end());
       t0 = now_seconds();
       for (size_t q = 0; q < rolls.size(); ++q) {
-        std::vector<at::Tensor>& bg = block_grads[q / static_cast<size_t>(cfg.rollout_rows)];
+        std::vector<at::Tensor>& bg = slot_grads[q];
         for (size_t pi = 0; pi < params.size(); ++pi) params[pi].mutable_grad() = bg[pi];
         at::Tensor loss = rollout_loss(j, reference, rolls[q], adv[static_cast<size_t>(g0) + q], cfg, beta, &st) /
                           static_cast<double>(n_roll);
@@ -588,8 +596,8 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
     }
     {
       std::vector<at::Tensor> mine;
-      for (const auto& bg : block_grads) mine.insert(mine.end(), bg.begin(), bg.end());
-      const std::vector<at::Tensor> every = comm->all_gather_tensors(mine);  // blocks in block order
+      for (const auto& sg : slot_grads) mine.insert(mine.end(), sg.begin(), sg.end());
+      const std::vector<at::Tensor> every = comm->all_gather_tensors(mine);  // rollouts in g order
       const size_t np = params.size();
       for (size_t pi = 0; pi < np; ++pi) {
         at::Tensor g = every[pi].clone();

@@ -40,7 +40,7 @@ struct GrpoConfig {
   std::string variant = "intended";  // judge features (must match the init judge)
   int64_t steps = 200;               // paper 200; the Qwen3 code 250, the Qwen2 code 500
   int64_t sequences_per_step = 32, group_size = 8;
-  int64_t rollout_rows = 4;  // rollouts per batched forward (each rank runs its rollouts in forwards of this many)
+  int64_t rollout_rows = 4;  // rollouts per batched forward, at most (each rank: the largest divisor of group / world)
   double lr = 3e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   int64_t warmup = 10;       // lr factor (k+1)/warmup for k <= warmup (the code: step 10 uses 1.1x), then 1
   double clip_eps = 0.2;     // PPO ratio clip

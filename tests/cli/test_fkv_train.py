@@ -129,8 +129,8 @@ def test_grpo_one_process_equals_torchrun_two_processes(bin_, tmp):
     assert sft(bin_, tmp, traces, sft_out).returncode == 0
     init = os.path.join(sft_out, "final.safetensors")
     args = ["grpo", "--model", TINY, "--traces", traces, "--init", init, "--budget", "16", "--window", "8",
-            "--steps", "2", "--sequences-per-step", "2", "--group-size", "4", "--rollout-rows", "2", "--threads", "1",
-            "--eta", "0", "--checkpoint-every", "1"]
+            "--steps", "2", "--sequences-per-step", "2", "--group-size", "4", "--rollout-rows", "4", "--threads", "1",
+            "--eta", "0", "--checkpoint-every", "1"]  # rows 4: one forward of 4 in one process, 2 per rank on 2
     one, two = os.path.join(tmp, "one"), os.path.join(tmp, "two")
     r = run(bin_, *args, "--output", one)
     assert r.returncode == 0, r.stderr
@@ -142,7 +142,8 @@ def test_grpo_one_process_equals_torchrun_two_processes(bin_, tmp):
     assert len([x for x in r.stdout.splitlines() if x.startswith("{")]) == 1, r.stdout  # rank 0 reports
     a, b, s = (load_file(os.path.join(d, "final.safetensors")) for d in (one, two, sft_out))
     assert set(a) == set(b) == set(s)
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5  # the contract (the sums are in one order: 0.0)
+    assert "2 rows per forward" in r.stderr, r.stderr
     assert max(float(np.abs(a[k] - s[k]).max()) for k in a) > 1e-7  # the steps moved the judge
     logs = [[json.loads(x) for x in open(os.path.join(d, "log.jsonl"))] for d in (one, two)]
     assert [x["reward_mean"] for x in logs[0]] == [x["reward_mean"] for x in logs[1]]
