@@ -8,8 +8,10 @@ Input kinds, detected per file:
                          "top1_agreement", ["variant"]}, ...]}
               -> PREFIX_fidelity.png: one line per policy, x = budget (log2), y = LM-loss ratio
                  (--metrics picks other/more row fields, one panel each).
-  generation  {"rows": [{"policy", "budget", "accuracy", ["ci_low", "ci_high", "variant"]}, ...]}
+  generation  {"rows": [{"policy", "budget", "accuracy", ["ci_low", "ci_high", "variant", "series"]}, ...]}
               -> PREFIX_accuracy.png: one line per policy, x = budget (log2), y = accuracy with CI error bars.
+              A row's optional "series" (either kind; e.g. "foresightkv grpo", grid_blocks.py --json) names its
+              line instead of its policy: one policy run with two judges draws two lines.
   retention   {"kind": "retention", "layers": L, "positions": T, "retained": [[L x T fractions]], ["title"]}
               -> PREFIX_retention.png: heat map, layer on y, position on x (one panel per file).
   training    a training log (JSONL, one object per line with "step"): fkv-train grpo (reward_mean, reward_std,
@@ -154,9 +156,14 @@ def series_label(key, dims):
     return " ".join(parts)
 
 
+def series_of(row):
+    """A row's line: its "series" (e.g. "foresightkv grpo": the policy with another judge) or its policy."""
+    return row.get("series") or row.get("policy")
+
+
 def group_series(rows):
     """rows: list of (source, row). -> (series {key: [rows]}, refs {key: [rows]}, dims that distinguish series)."""
-    keyed = [((r.get("policy"), r.get("variant"), r.get("window"), src), r) for src, r in rows]
+    keyed = [((series_of(r), r.get("variant"), r.get("window"), src), r) for src, r in rows]
     dims = set()
     for i, name in ((1, "variant"), (2, "window")):
         if len({k[i] for k, r in keyed if not is_reference(r)}) > 1:
@@ -261,7 +268,7 @@ def accuracy_ylim(ax, rows):
 
 def fig_budget(generation, fidelity, metric, title):
     import matplotlib.pyplot as plt
-    policies = sorted({r.get("policy") for _, r in generation + fidelity if not is_reference(r)}, key=str)
+    policies = sorted({series_of(r) for _, r in generation + fidelity if not is_reference(r)}, key=str)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color_of = {p: palette[i % len(palette)] for i, p in enumerate(policies)}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12.8, 4.6))

@@ -102,6 +102,17 @@ def stats_are_exact(tmp):
     assert [(x["policy"], x["budget"], x["accuracy"], x["paired_diff"], x["length_capped"]) for x in doc["rows"]] == [
         ("full", None, 0.5, 0.0, 0), ("h2o", 64, 0.5, 0.0, 0)], doc
     assert doc["rows"][1]["eviction_share"] == 0.25 and doc["rows"][1]["ci_low"] == 0.5, doc
+    assert "series" not in doc["rows"][0] and "series" not in doc["rows"][1], doc
+    # a run tagged as qwen_learned_grid.sh names it (<prefix>_<policy>_<tag>_b<B>): its own line in the plots
+    tagged = os.path.join(tmp, "grid_h2o_judge2_b64.jsonl")
+    with open(tagged, "w") as f:
+        f.write("\n".join(h2o) + "\n")
+    res = run("--samples", "2", "--stats", "--json", out, os.path.join(tmp, "full.jsonl"),
+              os.path.join(tmp, "h2o.jsonl"), tagged)
+    assert res.returncode == 0, res.stderr
+    with open(out) as f:
+        doc = json.load(f)
+    assert [x.get("series") for x in doc["rows"]] == [None, None, "h2o judge2"], doc
 
 
 def nothing_complete_is_error(tmp):

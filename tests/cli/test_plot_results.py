@@ -150,7 +150,22 @@ def bad_inputs_fail(tmp):
     assert r.returncode == 2 and "--out" in r.stderr, (r.returncode, r.stderr)
 
 
-TESTS = [fidelity_figure, generation_figure, retention_figure, training_logs, all_kinds_and_overwrite, bad_inputs_fail]
+def series_lines(tmp):
+    # one policy run with two judges ("series", as grid_blocks.py --json writes it) is two lines, not one
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import plot_results
+    rows = [("a", {"policy": "foresightkv", "budget": 64, "accuracy": 0.1}),
+            ("a", {"policy": "foresightkv", "budget": 128, "accuracy": 0.2}),
+            ("a", {"policy": "foresightkv", "series": "foresightkv grpo", "budget": 64, "accuracy": 0.15})]
+    series, refs, dims = plot_results.group_series(rows)
+    got = {k[0]: sorted(r["budget"] for r in rs) for k, rs in series.items()}
+    assert got == {"foresightkv": [64, 128], "foresightkv grpo": [64]}, got
+    doc = generation_doc()
+    doc["rows"].append({"policy": "foresight", "series": "foresight grpo", "budget": 64, "accuracy": 0.5})
+    ok_run(tmp, [write(tmp, "gen.json", doc)], expect=["accuracy"])
+
+
+TESTS = [series_lines, fidelity_figure, generation_figure, retention_figure, training_logs, all_kinds_and_overwrite, bad_inputs_fail]
 
 
 def main():
