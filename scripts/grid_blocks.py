@@ -51,7 +51,7 @@ def run_name(path, rows):
 
 
 def run_tag(path, policy, budget):
-    """The FKV_GRID_TAG of a run file named <prefix>_<policy>_<tag>_b<budget> (scripts/qwen_learned_grid.sh), or None."""
+    """The FKV_GRID_TAG of a run file <prefix>_<policy>_<tag>_b<budget> (qwen_learned_grid.sh), or None."""
     base = os.path.basename(path.rstrip("/")).removesuffix(".jsonl")
     i, end = base.rfind(f"_{policy}_"), f"_b{budget}"
     if i < 0 or not base.endswith(end):
