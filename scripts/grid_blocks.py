@@ -110,7 +110,11 @@ def main(argv=None):
                                                   f"{ev:.1f}"]) + " |")
     if a.stats:
         print()
-        rows = print_stats(names, data, problems, a.samples, paths=a.runs)
+        rows = print_stats(names, data, problems, a.samples)
+        for row, path in zip(rows, a.runs):  # a second judge's run of a policy: its own line in plot_results.py
+            tag = run_tag(path, row["policy"], row["budget"]) if row["budget"] is not None else None
+            if tag:
+                row["series"] = f'{row["policy"]} {tag}'
         if a.json:
             results_archive.write_atomic(a.json, (json.dumps({"kind": "generation", "rows": rows}, indent=1) + "\n")
                                          .encode())
@@ -129,7 +133,7 @@ def percentile(xs, q):
     return ys[min(len(ys) - 1, max(0, int(-(-q * len(ys) // 100)) - 1))]
 
 
-def print_stats(names, data, problems, k, n_boot=2000, paths=None):
+def print_stats(names, data, problems, k, n_boot=2000):
     """avg@k and paired difference to the first run with 95 % bootstrap CIs over problems, lengths, KV, costs."""
     rng = random.Random(0)
     boots = [[rng.randrange(len(problems)) for _ in problems] for _ in range(n_boot)]
@@ -167,9 +171,6 @@ def print_stats(names, data, problems, k, n_boot=2000, paths=None):
                     "paired_diff": sum(diff) / len(diff), "paired_ci_low": dlo, "paired_ci_high": dhi,
                     "mean_length": sum(lens) / len(lens), "p90_length": percentile(lens, 90), "length_capped": cap,
                     "peak_kv_mib": kv, "eviction_share": share, "n_problems": len(problems), "samples": k})
-        tag = run_tag(paths[len(out) - 1], out[-1]["policy"], out[-1]["budget"]) if paths and not full else None
-        if tag:  # a second judge's run of the policy: its own line in plot_results.py
-            out[-1]["series"] = f'{out[-1]["policy"]} {tag}'
     return out
 
 

@@ -46,9 +46,8 @@ json GrpoConfig::to_json() const {
               {"beta2", beta2}, {"eps", eps}, {"warmup", warmup}, {"clip_eps", clip_eps}, {"kl_beta", kl_beta},
               {"kl_steps", kl_steps}, {"grad_clip", grad_clip}, {"reward", reward}, {"eta", eta},
               {"high_entropy_frac", high_entropy_frac}, {"logprob", logprob}, {"score_scale", score_scale},
-              {"seed", seed},
-              {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit}, {"threads", threads},
-              {"device", device}};
+              {"seed", seed}, {"checkpoint_every", checkpoint_every}, {"log_every", log_every}, {"limit", limit},
+              {"threads", threads}, {"device", device}};
 }
 
 GrpoConfig GrpoConfig::from_json(const json& j) {
@@ -584,13 +583,13 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
       adv_all.insert(adv_all.end(), adv.begin(), adv.end());
       t0 = now_seconds();
       for (size_t q = 0; q < rolls.size(); ++q) {
-        std::vector<at::Tensor>& bg = slot_grads[q];
-        for (size_t pi = 0; pi < params.size(); ++pi) params[pi].mutable_grad() = bg[pi];
+        std::vector<at::Tensor>& sg = slot_grads[q];
+        for (size_t pi = 0; pi < params.size(); ++pi) params[pi].mutable_grad() = sg[pi];
         at::Tensor loss = rollout_loss(j, reference, rolls[q], adv[static_cast<size_t>(g0) + q], cfg, beta, &st) /
                           static_cast<double>(n_roll);
         FKV_CHECK(std::isfinite(loss.item<double>()), "grpo: non-finite loss at step {} (trace {})", k + 1, t.id);
         loss.backward();
-        for (size_t pi = 0; pi < params.size(); ++pi) bg[pi] = params[pi].grad();
+        for (size_t pi = 0; pi < params.size(); ++pi) sg[pi] = params[pi].grad();
       }
       t_upd += now_seconds() - t0;
     }
