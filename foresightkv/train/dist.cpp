@@ -153,4 +153,17 @@ std::unique_ptr<Comm> Comm::from_env() {
                                      agent_store);
 }
 
+std::string rank_device(const std::string& device, int64_t world, int64_t local_rank) {
+  if (device != "cuda" || world <= 1) return device;
+  FKV_CHECK_ARG(local_rank >= 0, "device 'cuda' under {} processes needs LOCAL_RANK (or RANK) in the environment to "
+                "pick each rank's GPU; start the job with torchrun or give --device cuda:N per process",
+                world);
+  return "cuda:" + std::to_string(local_rank);
+}
+
+std::string rank_device_from_env(const std::string& device) {
+  const int64_t world = env_int("WORLD_SIZE", 1);
+  return rank_device(device, world, env_int("LOCAL_RANK", env_int("RANK", -1)));
+}
+
 }  // namespace fkv::train

@@ -38,4 +38,11 @@ class Comm {
   int64_t bytes_sent_ = 0;
 };
 
+/// The device of one rank: under torchrun with several processes, a bare "cuda" means the rank's own GPU,
+/// "cuda:<local_rank>" (LOCAL_RANK, as torch.distributed scripts use it), so `--nproc_per_node=8 ... --device cuda`
+/// spreads the ranks over 8 GPUs; an explicit "cuda:N" or "cpu" is kept as given. local_rank < 0: unknown.
+std::string rank_device(const std::string& device, int64_t world, int64_t local_rank);
+/// rank_device with world from WORLD_SIZE and local_rank from LOCAL_RANK (else RANK) of the environment.
+std::string rank_device_from_env(const std::string& device);
+
 }  // namespace fkv::train

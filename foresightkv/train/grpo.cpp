@@ -429,7 +429,9 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
                 cfg.group_size, world);
   FKV_CHECK_ARG(!cfg.model.empty() && !cfg.traces.empty() && !cfg.init.empty(),
                 "grpo: config needs 'model', 'traces' and 'init' (the SFT judge) (or --model, --traces, --init)");
-  load_options(cfg.device);  // an unusable --device fails here, before anything is written
+  // under torchrun, a bare "cuda" is each rank's own GPU (cuda:LOCAL_RANK)
+  const std::string device = rank_device_from_env(cfg.device);
+  load_options(device);  // an unusable --device fails here, before anything is written
   GrpoResult res;
   const std::string ckpt = out + "/checkpoint.safetensors", log_path = out + "/log.jsonl";
   if (lead) {
@@ -441,8 +443,9 @@ GrpoResult run_grpo(const GrpoConfig& cfg, const std::string& out, bool resume, 
   }
   const std::string model_path = model::resolve_model_path(cfg.model);
   const std::string model_sha = harness::model_sha256(model_path);
-  auto model = model::Transformer::load(model_path, load_options(cfg.device));
+  auto model = model::Transformer::load(model_path, load_options(device));
   const auto& mc = model->config();
+  if (world > 1) FKV_LOG_INFO("grpo: rank {} of {} on {}", rank, world, device);
 
   // reference (frozen SFT judge) and the policy
   judge::Judge reference = judge::Judge::load(cfg.init);

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "foresightkv/core/file.h"
+#include "foresightkv/core/json.h"
 #include "foresightkv/evict/evictor.h"
 #include "foresightkv/golden/schedule.h"
 #include "foresightkv/judge/features.h"
@@ -20,7 +21,9 @@
 #include "foresightkv/judge/policy.h"
 #include "foresightkv/runtime/evictor_taps.h"
 #include "foresightkv/trace/labeler.h"
+#include "foresightkv/train/dist.h"
 #include "foresightkv/train/grpo.h"
+#include "foresightkv/train/sft.h"
 #include "support/model_fixtures.h"
 #include "support/paths.h"
 #include "support/traces.h"
@@ -478,4 +481,63 @@ TEST_CASE("GRPO score_scale equals a run from a judge with a pre-scaled output l
   // at T = 1 the small-score judge samples its pool nearly uniformly; scaled, it follows its ranking
   CHECK(la[0]["drop_entropy"].get<double>() < lu[0]["drop_entropy"].get<double>() - 1.0);
   CHECK_THROWS_WITH(train::GrpoConfig::from_json(json{{"score_scale", -1.0}}), Catch::Contains("score_scale"));
+}
+
+TEST_CASE("GRPO ranks under torchrun: a bare cuda device is each rank's own GPU", "[unit][train][grpo]") {
+  using train::rank_device;
+  CHECK(rank_device("cuda", 1, 0) == "cuda");      // one process: as given
+  CHECK(rank_device("cuda", 1, -1) == "cuda");
+  CHECK(rank_device("cuda", 8, 3) == "cuda:3");    // --nproc_per_node=8 --device cuda: rank 3 on GPU 3
+  CHECK(rank_device("cuda", 2, 0) == "cuda:0");
+  CHECK(rank_device("cuda:1", 8, 3) == "cuda:1");  // explicit index kept
+  CHECK(rank_device("cpu", 8, 3) == "cpu");
+  REQUIRE_THROWS_WITH(rank_device("cuda", 2, -1), Catch::Contains("LOCAL_RANK"));
+}
+
+TEST_CASE("configs/train presets load with strict keys; the Qwen3-4B presets hold the paper's hyper-parameters",
+          "[unit][train][grpo]") {
+  const std::string dir = test::source_dir() + "/configs/train";
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() != ".json") continue;
+    INFO(name);
+    const json j = read_json_file(e.path().string());
+    json bad = j;
+    bad["unknown_key_for_test"] = 1;
+    if (name.rfind("sft_", 0) == 0) {
+      CHECK_NOTHROW(train::SftConfig::from_json(j));
+      CHECK_THROWS_WITH(train::SftConfig::from_json(bad), Catch::Contains("unknown_key_for_test"));
+    } else if (name.rfind("grpo_", 0) == 0) {
+      CHECK_NOTHROW(train::GrpoConfig::from_json(j));
+      CHECK_THROWS_WITH(train::GrpoConfig::from_json(bad), Catch::Contains("unknown_key_for_test"));
+    } else {
+      FAIL("configs/train/" << name << ": presets are named sft_<model>.json or grpo_<model>.json");
+    }
+    ++n;
+  }
+  CHECK(n >= 6);
+  // spec §D.4 (SL: code defaults, B = 1024, W = 256) and §E.6 (RL: the paper's 200 steps, 32 x 8, lr 3e-4)
+  const auto s = train::SftConfig::from_json(read_json_file(dir + "/sft_qwen3-4b.json"));
+  CHECK(s.budget == 1024);
+  CHECK(s.window == 256);
+  CHECK(s.steps == 1000);
+  CHECK(s.lr == 1e-2);
+  CHECK(s.margin == 0.01);
+  CHECK(s.hidden == 16);
+  CHECK(s.seed == 422);
+  CHECK(s.device == "cuda");
+  const auto g = train::GrpoConfig::from_json(read_json_file(dir + "/grpo_qwen3-4b.json"));
+  CHECK(g.budget == s.budget);
+  CHECK(g.window == s.window);
+  CHECK(g.traces == s.traces);
+  CHECK(g.steps == 200);
+  CHECK(g.sequences_per_step == 32);
+  CHECK(g.group_size == 8);
+  CHECK(g.lr == 3e-4);
+  CHECK(g.kl_beta == 0.05);
+  CHECK(g.kl_steps == 100);
+  CHECK(g.eta == 1.5);
+  CHECK(g.reward == "delta_sq_threshold");
+  CHECK(g.score_scale == 1.0);
 }
