@@ -24,10 +24,13 @@
 #   - logits parity of the CUDA path (aten backend, fp32 and bf16, KV fp32/bf16) with the CPU runtime on the tiny HF
 #     models of tests/data (and on FKV_DEVICE_MODELS/*.gguf when such a folder was carried);
 #   - fkv-bench-cuda: copy bandwidth, attention / compaction bandwidth, eviction + judge share of decode time at
-#     batch 32, B = 1024, L = 128 on a Qwen3-4B-shaped model with random weights.
+#     batch 32, B = 1024, L = 128 on a Qwen3-4B-shaped model with random weights;
+#   - the whole chain on CUDA, scripts/paper_qwen3_gpu.sh (fkv-trace generate -> fkv-train sft -> fkv-train grpo
+#     -> fkv-eval generate on AIME24 / AIME25, full and foresightkv paired) on the tiny random-weight model with
+#     SmolLM2's tokenizer that `pack` writes (scripts/make_device_model.py), OUT/pipeline.json.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 DEBS=(nlohmann-json3-dev libfmt-dev libfmt9 libspdlog-dev libspdlog1.10 catch2 libpcre2-dev libpcre2-8-0
       libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libicu-dev libicu72 icu-devtools)
 
@@ -35,6 +38,14 @@ pack() {
   mkdir -p .devdeps
   grep -qx "/.devdeps/" .git/info/exclude 2>/dev/null || echo "/.devdeps/" >> .git/info/exclude
   (cd .devdeps && apt-get download "${DEBS[@]}")
+  # the pipeline stage's inputs: a tiny random model with SmolLM2's tokenizer and chat template (the real GGUF is
+  # over the 64 MiB the working tree may carry), AIME24/25 and 40 GSM8K-train problems
+  local data="${FKV_DATA_DIR:-$ROOT/../shared/data}"
+  mkdir -p .devdeps/models .devdeps/data/eval .devdeps/data/train
+  .venv/bin/python scripts/make_device_model.py data/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+    .devdeps/models/smollm2-tiny.gguf
+  cp "$data/eval/aime24.jsonl" "$data/eval/aime25.jsonl" .devdeps/data/eval/
+  head -n 40 "$data/train/gsm8k_train.jsonl" > .devdeps/data/train/gsm8k_train.jsonl
   du -sh .devdeps
 }
 
@@ -131,12 +142,49 @@ PY
     log "fkv-bench-cuda"
     timeout 180 "$BIN/fkv-bench-cuda" > "$OUT/bench.json" 2> "$OUT/bench.err"
     stage[bench]=$([ $? -eq 0 ] && echo ok || echo failed)
+    # ---- the whole chain on CUDA (issue 27's AIME run on the CUDA path): traces -> SFT -> GRPO -> AIME24/25
+    # paired eval, scripts/paper_qwen3_gpu.sh with the carried tiny model at B = 64 / 128, W = 16
+    if [ -f .devdeps/models/smollm2-tiny.gguf ]; then
+      log "build the CLIs"
+      if timeout 240 cmake --build "$BUILD" -j "$(nproc)" --target fkv-trace fkv-train fkv-eval \
+          > "$OUT/build_cli.log" 2>&1; then
+        log "pipeline on cuda"
+        rm -rf /tmp/fkv_pipe
+        timeout 150 env FKV_BIN="$BIN" FKV_DATA_DIR=.devdeps/data FKV_DEVICE=cuda \
+          FKV_MODEL=.devdeps/models/smollm2-tiny.gguf FKV_B=64 FKV_W=16 FKV_TRACE_LIMIT=8 FKV_TRACE_TOKENS=256 \
+          FKV_MIN_LENGTH=0 FKV_REQUIRE_CORRECT=0 FKV_BUDGETS="64 128" FKV_RUN_DIR=/tmp/fkv_pipe \
+          FKV_TRACES=/tmp/fkv_pipe/traces.safetensors FKV_SFT_ARGS="--steps 40 --batch 2" \
+          FKV_GRPO_ARGS="--steps 2 --sequences-per-step 2 --group-size 4 --rollout-rows 4" \
+          FKV_EVAL_ARGS="--limit 2 --samples 4 --batch 8 --max-new-tokens 256" \
+          bash scripts/paper_qwen3_gpu.sh all > "$OUT/pipeline.log" 2>&1
+        stage[pipeline_cuda]=$([ $? -eq 0 ] && echo ok || echo failed)
+        python3 - /tmp/fkv_pipe > "$OUT/pipeline.json" 2>> "$OUT/pipeline.log" <<'PY'
+import glob, json, os, sys
+run = sys.argv[1]
+def last(path):
+    try:
+        return json.loads(open(path).read().strip().split("\n")[-1])
+    except Exception:
+        return None
+evals = {}
+for f in sorted(glob.glob(os.path.join(run, "eval", "*.summary.json"))):
+    j = json.load(open(f))
+    evals[os.path.basename(f)] = {k: j.get(k) for k in ("accuracy", "n_samples", "n_problems", "tokens_per_s",
+                                  "peak_kv_bytes", "eviction_time_share", "paired", "mean_length", "finish_reasons")}
+print(json.dumps({"sft_last": last(os.path.join(run, "sft", "log.jsonl")),
+                  "grpo_last": last(os.path.join(run, "grpo", "log.jsonl")), "eval": evals}, indent=1))
+PY
+      else
+        stage[pipeline_cuda]=build_failed
+      fi
+    fi
   fi
   # ---- report
   python3 - "$OUT" "$REPORT" "$((SECONDS - t0))" "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
       "configure=${stage[configure]:-skipped}" "build=${stage[build]:-skipped}" \
       "test_cuda=${stage[test_cuda]:-skipped}" "test_model=${stage[test_model]:-skipped}" \
-      "parity=${stage[parity]:-skipped}" "bench=${stage[bench]:-skipped}" <<'PY'
+      "parity=${stage[parity]:-skipped}" "bench=${stage[bench]:-skipped}" \
+      "pipeline_cuda=${stage[pipeline_cuda]:-skipped}" <<'PY'
 import json, os, sys
 out, report, secs, commit = sys.argv[1:5]
 stages = dict(s.split("=", 1) for s in sys.argv[5:])
@@ -148,7 +196,7 @@ def load(name):
         return None
 env = open(os.path.join(out, "env.txt")).read() if os.path.exists(os.path.join(out, "env.txt")) else ""
 rep = {"commit": commit, "seconds": int(secs), "stages": stages, "env": env[-3000:],
-       "parity": load("parity.json"), "bench": load("bench.json")}
+       "parity": load("parity.json"), "bench": load("bench.json"), "pipeline": load("pipeline.json")}
 tmp = report + ".tmp"
 with open(tmp, "w") as f:
     json.dump(rep, f, indent=1)
