@@ -47,7 +47,10 @@ def run_name(path, rows):
     j = next(iter(rows.values()), None)
     if j is None:
         return os.path.basename(path.rstrip("/"))
-    return "full" if j.get("policy", "full") == "full" else f'{j["policy"]} B={j["budget"]}'
+    if j.get("policy", "full") == "full":
+        return "full"
+    tag = run_tag(path, j["policy"], j["budget"])  # e.g. the GRPO judge's run: "foresightkv grpo B=64"
+    return f'{j["policy"]}{" " + tag if tag else ""} B={j["budget"]}'
 
 
 def run_tag(path, policy, budget):

@@ -113,6 +113,7 @@ def stats_are_exact(tmp):
     with open(out) as f:
         doc = json.load(f)
     assert [x.get("series") for x in doc["rows"]] == [None, None, "h2o judge2"], doc
+    assert "| h2o judge2 B=64 | 0.500" in res.stdout, res.stdout  # the tag names the run in the tables too
 
 
 def nothing_complete_is_error(tmp):
