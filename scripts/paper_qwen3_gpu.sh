@@ -35,7 +35,7 @@
 #     FKV_EVAL_ARGS="--limit 1 --samples 2 --batch 2 --max-new-tokens 128 --threads 2" bash scripts/paper_qwen3_gpu.sh all
 # Differences from the official code, on purpose: one (B, W) = (1024, 256) for every trace length in RL (the code
 # switches to (2048, 512) above 12K tokens), the intended judge features (spec §B.2) and the eval interval L = 256
-# of the paper (the code evaluates with 128); docs/training.md lists the config keys for the code-parity values.
+# of the paper (the code evaluates with 128; the spec §A.4 table); docs/training.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
