@@ -494,7 +494,7 @@ TEST_CASE("GRPO ranks under torchrun: a bare cuda device is each rank's own GPU"
   REQUIRE_THROWS_WITH(rank_device("cuda", 2, -1), Catch::Contains("LOCAL_RANK"));
 }
 
-TEST_CASE("configs/train presets load with strict keys; the Qwen3-4B presets hold the paper's hyper-parameters",
+TEST_CASE("configs/train presets load with strict keys, the Qwen3-4B ones with the paper's hyper-parameters",
           "[unit][train][grpo]") {
   const std::string dir = test::source_dir() + "/configs/train";
   int n = 0;
