@@ -43,14 +43,22 @@ def load(path):
     return rows
 
 
+def run_series(path, rows):
+    """A tagged run's own line in the plots ("foresightkv grpo": a second judge's run of a policy), else None."""
+    j = next(iter(rows.values()), None)
+    if j is None or j.get("policy", "full") == "full":
+        return None
+    tag = run_tag(path, j["policy"], j["budget"])
+    return f'{j["policy"]} {tag}' if tag else None
+
+
 def run_name(path, rows):
     j = next(iter(rows.values()), None)
     if j is None:
         return os.path.basename(path.rstrip("/"))
     if j.get("policy", "full") == "full":
         return "full"
-    tag = run_tag(path, j["policy"], j["budget"])  # e.g. the GRPO judge's run: "foresightkv grpo B=64"
-    return f'{j["policy"]}{" " + tag if tag else ""} B={j["budget"]}'
+    return f'{run_series(path, rows) or j["policy"]} B={j["budget"]}'  # e.g. "foresightkv grpo B=64"
 
 
 def run_tag(path, policy, budget):
@@ -114,10 +122,10 @@ def main(argv=None):
     if a.stats:
         print()
         rows = print_stats(names, data, problems, a.samples)
-        for row, path in zip(rows, a.runs):  # a second judge's run of a policy: its own line in plot_results.py
-            tag = run_tag(path, row["policy"], row["budget"]) if row["budget"] is not None else None
-            if tag:
-                row["series"] = f'{row["policy"]} {tag}'
+        for row, path, run_rows in zip(rows, a.runs, data):
+            series = run_series(path, run_rows)
+            if series:
+                row["series"] = series
         if a.json:
             results_archive.write_atomic(a.json, (json.dumps({"kind": "generation", "rows": rows}, indent=1) + "\n")
                                          .encode())
